@@ -1,0 +1,3 @@
+module github.com/cairn-data/cairn
+
+go 1.26

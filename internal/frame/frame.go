@@ -1,0 +1,314 @@
+// Package frame is the envelope around every object cairn writes: a header
+// that names the object kind and format version, the payload in checksummed
+// chunks, and a trailer with the payload's length and checksum.
+//
+//	header (12 bytes)
+//	+-----------------+---------+------------+---------------+-----------------------+
+//	| magic "\x89CRN" | kind 1B | version 1B | reserved 2B=0 | CRC32C(bytes 0..8) 4B |
+//	+-----------------+---------+------------+---------------+-----------------------+
+//	chunk, repeated (payload split into chunks of at most 64 KiB when written)
+//	+---------------+-----------------------------+-----------------+
+//	| length 4B > 0 | CRC32C(length, payload) 4B  | payload         |
+//	+---------------+-----------------------------+-----------------+
+//	end (20 bytes)
+//	+------------+--------------------------------+--------------------+--------------------+
+//	| length 4B=0| CRC32C(0, total, payloadCRC) 4B| total length 8B    | CRC32C(payload) 4B |
+//	+------------+--------------------------------+--------------------+--------------------+
+//	then the end of the object: a byte after the end block is corruption.
+//
+// Integers are little-endian; CRC32C is the Castagnoli polynomial.
+//
+// Invariants:
+//
+//  1. A Reader returns only payload bytes whose chunk checksum it has
+//     verified, and returns io.EOF only after the end block checks out and
+//     the object ends there. Every other ending (truncation, flipped bit,
+//     trailing bytes, wrong kind) is a *storage.CorruptError naming the
+//     object and the byte offset.
+//  2. Writing streams: the Writer holds one chunk in memory, whatever the
+//     object's size. An object whose Writer was not closed has no end block
+//     and reads as truncated.
+//  3. A reader accepts every format version up to the newest it knows; a
+//     newer one is refused with storage.ErrFormatVersion.
+package frame
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+
+	"github.com/cairn-data/cairn/storage"
+)
+
+// Magic starts every framed object. The high first byte keeps text tools
+// from mistaking an object for text.
+const Magic = "\x89CRN"
+
+const (
+	headerSize = 12
+	chunkHead  = 8
+	endSize    = 20
+	// ChunkSize is the largest chunk the Writer emits.
+	ChunkSize = 64 << 10
+	// maxChunk is the largest chunk a Reader accepts, so a corrupt length
+	// cannot make it allocate gigabytes.
+	maxChunk = 4 << 20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Kind says what an object holds. A reader asks for the kind it expects, so
+// a delta is never decoded as a snapshot.
+type Kind byte
+
+// Object kinds.
+const (
+	KindDelta      Kind = 'd' // state store changes of one version
+	KindSnapshot   Kind = 's' // state store contents at one version
+	KindStoreMeta  Kind = 'm' // state store provider and schema
+	KindLogEntry   Kind = 'l' // one entry of a metalog
+	KindLease      Kind = 'L' // writer lease of a checkpoint location
+	KindDemoConfig Kind = 'c' // configuration of the demo job
+)
+
+var kindNames = map[Kind]string{
+	KindDelta:      "state delta",
+	KindSnapshot:   "state snapshot",
+	KindStoreMeta:  "state store metadata",
+	KindLogEntry:   "log entry",
+	KindLease:      "lease",
+	KindDemoConfig: "demo configuration",
+}
+
+func (k Kind) String() string {
+	if n, ok := kindNames[k]; ok {
+		return n
+	}
+	return fmt.Sprintf("unknown kind 0x%02x", byte(k))
+}
+
+// Writer frames a payload onto an underlying writer. Not safe for
+// concurrent use.
+type Writer struct {
+	w      io.Writer
+	buf    []byte // chunkHead bytes of room, then pending payload
+	total  uint64
+	crc    uint32
+	err    error
+	closed bool
+}
+
+// NewWriter writes the header and returns a Writer for the payload. The
+// object is complete only after Close returns nil.
+func NewWriter(w io.Writer, kind Kind, version uint8) *Writer {
+	fw := &Writer{w: w, buf: make([]byte, chunkHead, chunkHead+ChunkSize)}
+	var h [headerSize]byte
+	copy(h[:], Magic)
+	h[4] = byte(kind)
+	h[5] = version
+	binary.LittleEndian.PutUint32(h[8:], crc32.Checksum(h[:8], castagnoli))
+	_, fw.err = w.Write(h[:])
+	return fw
+}
+
+// Write implements io.Writer.
+func (fw *Writer) Write(p []byte) (int, error) {
+	if fw.err != nil {
+		return 0, fw.err
+	}
+	if fw.closed {
+		return 0, errors.New("frame: write after Close")
+	}
+	n := 0
+	for len(p) > 0 {
+		room := chunkHead + ChunkSize - len(fw.buf)
+		k := min(room, len(p))
+		fw.buf = append(fw.buf, p[:k]...)
+		p = p[k:]
+		n += k
+		if len(fw.buf) == chunkHead+ChunkSize {
+			if err := fw.flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+func (fw *Writer) flush() error {
+	payload := fw.buf[chunkHead:]
+	if len(payload) == 0 {
+		return nil
+	}
+	binary.LittleEndian.PutUint32(fw.buf[0:], uint32(len(payload)))
+	c := crc32.Update(crc32.Checksum(fw.buf[0:4], castagnoli), castagnoli, payload)
+	binary.LittleEndian.PutUint32(fw.buf[4:], c)
+	fw.total += uint64(len(payload))
+	fw.crc = crc32.Update(fw.crc, castagnoli, payload)
+	if _, err := fw.w.Write(fw.buf); err != nil {
+		fw.err = err
+		return err
+	}
+	fw.buf = fw.buf[:chunkHead]
+	return nil
+}
+
+// Close flushes the last chunk and writes the end block. It does not close
+// the underlying writer.
+func (fw *Writer) Close() error {
+	if fw.closed {
+		return fw.err
+	}
+	if err := fw.flush(); err != nil {
+		return err
+	}
+	fw.closed = true
+	if fw.err != nil {
+		return fw.err
+	}
+	var e [endSize]byte
+	binary.LittleEndian.PutUint64(e[8:], fw.total)
+	binary.LittleEndian.PutUint32(e[16:], fw.crc)
+	c := crc32.Update(crc32.Checksum(e[0:4], castagnoli), castagnoli, e[8:])
+	binary.LittleEndian.PutUint32(e[4:], c)
+	_, fw.err = fw.w.Write(e[:])
+	return fw.err
+}
+
+// Reader reads and verifies a framed object. Not safe for concurrent use.
+type Reader struct {
+	r       io.Reader
+	object  string
+	kind    Kind
+	version uint8
+	off     int64 // offset in the object of the next unread byte of r
+	chunk   []byte
+	pos     int
+	total   uint64
+	crc     uint32
+	err     error // sticky: io.EOF after a verified end
+}
+
+// NewReader reads and checks the header of an object expected to be of
+// kind want, in a format version no newer than maxVersion. object names the
+// object in errors.
+func NewReader(r io.Reader, object string, want Kind, maxVersion uint8) (*Reader, error) {
+	fr := &Reader{r: r, object: object}
+	var h [headerSize]byte
+	n, err := io.ReadFull(r, h[:])
+	fr.off = int64(n)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fr.corrupt(0, fmt.Sprintf("truncated: %d bytes, too short for the %d-byte header", n, headerSize))
+		}
+		return nil, fmt.Errorf("read %s: %w", object, err)
+	}
+	if string(h[:4]) != Magic {
+		return nil, fr.corrupt(0, fmt.Sprintf("not a cairn object: starts with %q, want magic %q", h[:4], Magic))
+	}
+	if got := binary.LittleEndian.Uint32(h[8:]); got != crc32.Checksum(h[:8], castagnoli) {
+		return nil, fr.corrupt(8, "header checksum mismatch")
+	}
+	fr.kind, fr.version = Kind(h[4]), h[5]
+	if fr.kind != want {
+		return nil, fr.corrupt(4, fmt.Sprintf("holds a %s, expected a %s", fr.kind, want))
+	}
+	if fr.version == 0 || fr.version > maxVersion {
+		return nil, fmt.Errorf("%w: %s is a %s in format version %d; this build of cairn reads versions 1 to %d: upgrade cairn to read it",
+			storage.ErrFormatVersion, object, fr.kind, fr.version, maxVersion)
+	}
+	if h[6] != 0 || h[7] != 0 {
+		return nil, fr.corrupt(6, "reserved header bytes are not zero")
+	}
+	return fr, nil
+}
+
+// Kind returns the object kind from the header.
+func (fr *Reader) Kind() Kind { return fr.kind }
+
+// Version returns the format version from the header.
+func (fr *Reader) Version() uint8 { return fr.version }
+
+func (fr *Reader) corrupt(off int64, reason string) error {
+	return &storage.CorruptError{Object: fr.object, Offset: off, Reason: reason}
+}
+
+// Read implements io.Reader. It returns io.EOF only at a verified end.
+func (fr *Reader) Read(p []byte) (int, error) {
+	for fr.pos == len(fr.chunk) {
+		if fr.err != nil {
+			return 0, fr.err
+		}
+		fr.err = fr.next()
+	}
+	n := copy(p, fr.chunk[fr.pos:])
+	fr.pos += n
+	return n, nil
+}
+
+// readFull reads exactly len(b) bytes, turning an early end into corruption.
+func (fr *Reader) readFull(b []byte, what string) error {
+	n, err := io.ReadFull(fr.r, b)
+	start := fr.off
+	fr.off += int64(n)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fr.corrupt(start, fmt.Sprintf("truncated in the %s: %d of %d bytes present", what, n, len(b)))
+		}
+		return fmt.Errorf("read %s at byte %d: %w", fr.object, start, err)
+	}
+	return nil
+}
+
+// next loads the next chunk, or verifies the end block and returns io.EOF.
+func (fr *Reader) next() error {
+	start := fr.off
+	var head [chunkHead]byte
+	if err := fr.readFull(head[:], "chunk header (the object has no end block)"); err != nil {
+		return err
+	}
+	length := binary.LittleEndian.Uint32(head[:4])
+	if length == 0 {
+		var tail [endSize - chunkHead]byte
+		if err := fr.readFull(tail[:], "end block"); err != nil {
+			return err
+		}
+		c := crc32.Update(crc32.Checksum(head[:4], castagnoli), castagnoli, tail[:])
+		if c != binary.LittleEndian.Uint32(head[4:]) {
+			return fr.corrupt(start, "end block checksum mismatch")
+		}
+		if total := binary.LittleEndian.Uint64(tail[:8]); total != fr.total {
+			return fr.corrupt(start, fmt.Sprintf("payload is %d bytes, end block says %d", fr.total, total))
+		}
+		if crc := binary.LittleEndian.Uint32(tail[8:]); crc != fr.crc {
+			return fr.corrupt(start, "payload checksum mismatch")
+		}
+		var extra [1]byte
+		if n, _ := io.ReadFull(fr.r, extra[:]); n > 0 {
+			return fr.corrupt(fr.off, "bytes after the end block")
+		}
+		return io.EOF
+	}
+	if length > maxChunk {
+		return fr.corrupt(start, fmt.Sprintf("chunk length %d exceeds the limit of %d", length, maxChunk))
+	}
+	if cap(fr.chunk) < int(length) {
+		fr.chunk = make([]byte, length)
+	}
+	fr.chunk = fr.chunk[:length]
+	fr.pos = 0
+	if err := fr.readFull(fr.chunk, "chunk payload"); err != nil {
+		fr.chunk = fr.chunk[:0]
+		return err
+	}
+	c := crc32.Update(crc32.Checksum(head[:4], castagnoli), castagnoli, fr.chunk)
+	if c != binary.LittleEndian.Uint32(head[4:]) {
+		fr.chunk = fr.chunk[:0]
+		return fr.corrupt(start, fmt.Sprintf("chunk checksum mismatch (chunk of %d bytes)", length))
+	}
+	fr.total += uint64(length)
+	fr.crc = crc32.Update(fr.crc, castagnoli, fr.chunk)
+	return nil
+}

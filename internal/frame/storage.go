@@ -1,0 +1,106 @@
+package frame
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/cairn-data/cairn/storage"
+)
+
+// Put writes a framed object: write produces the payload, streamed to the
+// storage chunk by chunk.
+func Put(ctx context.Context, s storage.Storage, name string, kind Kind, version uint8, opts storage.PutOptions, write func(w io.Writer) error) error {
+	return storage.PutStream(ctx, s, name, opts, func(w io.Writer) error {
+		fw := NewWriter(w, kind, version)
+		if err := write(fw); err != nil {
+			return err
+		}
+		return fw.Close()
+	})
+}
+
+// PutBytes writes a framed object with a payload held in memory.
+func PutBytes(ctx context.Context, s storage.Storage, name string, kind Kind, version uint8, payload []byte, opts storage.PutOptions) error {
+	var buf bytes.Buffer
+	buf.Grow(len(payload) + headerSize + endSize + chunkHead*(len(payload)/ChunkSize+1))
+	fw := NewWriter(&buf, kind, version)
+	fw.Write(payload)
+	fw.Close()
+	return storage.PutBytes(ctx, s, name, buf.Bytes(), opts)
+}
+
+// Encode returns the framed bytes of a payload.
+func Encode(kind Kind, version uint8, payload []byte) []byte {
+	var buf bytes.Buffer
+	fw := NewWriter(&buf, kind, version)
+	fw.Write(payload)
+	fw.Close()
+	return buf.Bytes()
+}
+
+// ObjectReader is a Reader over an object opened from storage.
+type ObjectReader struct {
+	*Reader
+	rc io.ReadCloser
+}
+
+// Close closes the underlying object.
+func (o *ObjectReader) Close() error { return o.rc.Close() }
+
+// Get opens a framed object for streaming reads. The caller must Close it.
+func Get(ctx context.Context, s storage.Storage, name string, kind Kind, maxVersion uint8) (*ObjectReader, error) {
+	rc, err := s.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	fr, err := NewReader(rc, name, kind, maxVersion)
+	if err != nil {
+		rc.Close()
+		return nil, err
+	}
+	return &ObjectReader{Reader: fr, rc: rc}, nil
+}
+
+// GetBytes reads a whole framed object and returns its verified payload and
+// format version. For small objects.
+func GetBytes(ctx context.Context, s storage.Storage, name string, kind Kind, maxVersion uint8) ([]byte, uint8, error) {
+	or, err := Get(ctx, s, name, kind, maxVersion)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer or.Close()
+	data, err := io.ReadAll(or)
+	if err != nil {
+		return nil, 0, err
+	}
+	return data, or.Version(), nil
+}
+
+// Decode verifies framed bytes held in memory and returns the payload.
+func Decode(data []byte, object string, kind Kind, maxVersion uint8) ([]byte, uint8, error) {
+	fr, err := NewReader(bytes.NewReader(data), object, kind, maxVersion)
+	if err != nil {
+		return nil, 0, err
+	}
+	payload, err := io.ReadAll(fr)
+	if err != nil {
+		return nil, 0, err
+	}
+	return payload, fr.Version(), nil
+}
+
+// Peek reads only the header of an object and reports its kind and
+// version, for tools that inspect objects of any kind.
+func Peek(r io.Reader, object string) (Kind, uint8, error) {
+	var h [headerSize]byte
+	if n, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, 0, &storage.CorruptError{Object: object, Offset: int64(n), Reason: "truncated header"}
+	}
+	fr := &Reader{object: object}
+	if string(h[:4]) != Magic {
+		return 0, 0, fr.corrupt(0, fmt.Sprintf("not a cairn object: starts with %q", h[:4]))
+	}
+	return Kind(h[4]), h[5], nil
+}

@@ -1,0 +1,83 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Opener opens a Storage for a parsed URL. Backends register one per scheme.
+type Opener func(ctx context.Context, u *url.URL) (Storage, error)
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]Opener{}
+)
+
+// Register makes a backend available to Open under a URL scheme. It panics
+// if the scheme is registered twice, like database/sql.Register.
+func Register(scheme string, open Opener) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, dup := registry[scheme]; dup {
+		panic("storage: Register called twice for scheme " + scheme)
+	}
+	registry[scheme] = open
+}
+
+func init() {
+	Register("file", func(ctx context.Context, u *url.URL) (Storage, error) {
+		if u.Host != "" && u.Host != "localhost" {
+			return nil, fmt.Errorf("storage: file URL %q names host %q; use file:///absolute/path", u.String(), u.Host)
+		}
+		return OpenLocal(u.Path)
+	})
+	Register("mem", func(ctx context.Context, u *url.URL) (Storage, error) {
+		name := u.Host + u.Path
+		if name == "" {
+			return nil, fmt.Errorf("storage: mem URL %q needs a name, as in mem://name", u.String())
+		}
+		return OpenMem(name), nil
+	})
+}
+
+// Open opens checkpoint storage by URL: "file:///abs/path", a plain
+// filesystem path (relative or absolute), or "mem://name" (in-process,
+// shared by every Open of the same name, lost when the process exits).
+// Other schemes are available once their backend is registered.
+func Open(ctx context.Context, location string) (Storage, error) {
+	if location == "" {
+		return nil, fmt.Errorf("storage: empty location; give a path, file:///path or mem://name")
+	}
+	scheme, _, hasScheme := strings.Cut(location, "://")
+	if !hasScheme || filepath.VolumeName(location) != "" {
+		return OpenLocal(location)
+	}
+	u, err := url.Parse(location)
+	if err != nil {
+		return nil, fmt.Errorf("storage: parse location %q: %w", location, err)
+	}
+	registryMu.RLock()
+	open, ok := registry[scheme]
+	registryMu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("storage: no backend for scheme %q in %q (known: %s)", scheme, location, strings.Join(Schemes(), ", "))
+	}
+	return open(ctx, u)
+}
+
+// Schemes lists the registered URL schemes, sorted.
+func Schemes() []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	out := make([]string, 0, len(registry))
+	for s := range registry {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
