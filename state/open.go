@@ -1,0 +1,188 @@
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/cairn-data/cairn/internal/frame"
+	"github.com/cairn-data/cairn/storage"
+)
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]func() Provider{}
+)
+
+// Register makes a provider available to Open by name. It panics if the
+// name is registered twice.
+func Register(name string, factory func() Provider) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, dup := registry[name]; dup {
+		panic("state: Register called twice for provider " + name)
+	}
+	registry[name] = factory
+}
+
+// Providers lists the registered provider names, sorted.
+func Providers() []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	out := make([]string, 0, len(registry))
+	for n := range registry {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// metaVersion is the format version of the store metadata object.
+const metaVersion = 1
+
+// MetaObject is the name of the object, in a store's dir, that records the
+// provider and schema the store was created with.
+const MetaObject = "_meta"
+
+// Meta is what a store records at first use.
+type Meta struct {
+	Provider string    `json:"provider"`
+	Schema   Schema    `json:"schema"`
+	Created  time.Time `json:"created"`
+}
+
+// ReadMeta reads the metadata of the store id, or returns an error
+// matching storage.ErrNotFound if the store was never created.
+func ReadMeta(ctx context.Context, s storage.Storage, id StoreID) (Meta, error) {
+	name := id.Dir() + "/" + MetaObject
+	payload, _, err := frame.GetBytes(ctx, s, name, frame.KindStoreMeta, metaVersion)
+	if err != nil {
+		return Meta{}, err
+	}
+	var m Meta
+	if err := json.Unmarshal(payload, &m); err != nil {
+		return Meta{}, &storage.CorruptError{Object: name, Offset: -1, Reason: "metadata is not valid JSON: " + err.Error()}
+	}
+	return m, nil
+}
+
+// Open opens the state store id with the named provider. At the first Open
+// of a store it records the provider and schema; later Opens with another
+// provider or schema are refused with a *ConfigError naming old and new
+// values. Unless opts.MaintenanceInterval is negative, a goroutine runs
+// Maintain periodically until Close.
+func Open(ctx context.Context, provider string, s storage.Storage, id StoreID, schema Schema, opts Options) (Provider, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.WithDefaults()
+	registryMu.RLock()
+	factory, ok := registry[provider]
+	registryMu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("state: no provider named %q (registered: %v); import its package, e.g. _ \"github.com/cairn-data/cairn/state/memstate\"", provider, Providers())
+	}
+	if err := checkMeta(ctx, s, id, Meta{Provider: provider, Schema: schema, Created: time.Now().UTC()}); err != nil {
+		return nil, err
+	}
+	p := factory()
+	if err := p.Init(ctx, s, id.Dir(), id, schema, opts); err != nil {
+		return nil, fmt.Errorf("state: open %s with provider %s: %w", id, provider, err)
+	}
+	m := &managed{Provider: p, id: id, opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
+	if opts.MaintenanceInterval > 0 {
+		go m.loop()
+	} else {
+		close(m.done)
+	}
+	return m, nil
+}
+
+func checkMeta(ctx context.Context, s storage.Storage, id StoreID, want Meta) error {
+	got, err := ReadMeta(ctx, s, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		payload, _ := json.Marshal(want)
+		err = frame.PutBytes(ctx, s, id.Dir()+"/"+MetaObject, frame.KindStoreMeta, metaVersion, payload, storage.PutOptions{IfAbsent: true})
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, storage.ErrExists) {
+			return fmt.Errorf("state: record metadata of %s: %w", id, err)
+		}
+		got, err = ReadMeta(ctx, s, id) // created concurrently: check against it
+	}
+	if err != nil {
+		return fmt.Errorf("state: read metadata of %s: %w", id, err)
+	}
+	switch {
+	case got.Provider != want.Provider:
+		return &ConfigError{Store: id.Dir(), Setting: "provider", Old: got.Provider, New: want.Provider}
+	case got.Schema.Key != want.Schema.Key:
+		return &ConfigError{Store: id.Dir(), Setting: "key schema", Old: got.Schema.Key, New: want.Schema.Key}
+	case got.Schema.Value != want.Schema.Value:
+		return &ConfigError{Store: id.Dir(), Setting: "value schema", Old: got.Schema.Value, New: want.Schema.Value}
+	}
+	return nil
+}
+
+// MaintenanceRequester is an optional interface of a Provider: a provider
+// that wants maintenance sooner than the interval (say, because enough
+// deltas piled up for a snapshot) signals on the channel.
+type MaintenanceRequester interface {
+	MaintenanceRequests() <-chan struct{}
+}
+
+// managed wraps a provider with the maintenance goroutine.
+type managed struct {
+	Provider
+	id        StoreID
+	opts      Options
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+func (m *managed) loop() {
+	defer close(m.done)
+	t := time.NewTicker(m.opts.MaintenanceInterval)
+	defer t.Stop()
+	var kick <-chan struct{}
+	if r, ok := m.Provider.(MaintenanceRequester); ok {
+		kick = r.MaintenanceRequests()
+	}
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+		case <-kick:
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-m.stop:
+			case <-ctx.Done():
+			}
+			cancel()
+		}()
+		if err := m.Provider.Maintain(ctx); err != nil && ctx.Err() == nil {
+			m.opts.Logger.Warn("state store maintenance failed; it will be retried", "store", m.id.Dir(), "err", err)
+		}
+		cancel()
+	}
+}
+
+// Close stops maintenance, then closes the provider.
+func (m *managed) Close() error {
+	var err error
+	m.closeOnce.Do(func() {
+		close(m.stop)
+		<-m.done
+		err = m.Provider.Close()
+	})
+	return err
+}
