@@ -261,4 +261,3 @@ func TestRandomAgainstOracle(t *testing.T) {
 	}
 	checkVersion(t, p, latest, oracle[latest])
 }
-
