@@ -121,6 +121,10 @@ func (rr *recordReader) bytes(limit int, what string) ([]byte, error) {
 		rr.off = start
 		return nil, rr.corrupt("bad " + what + " length: " + err.Error())
 	}
+	var tmp [binary.MaxVarintLen64]byte
+	if used := rr.off - start; used != int64(binary.PutUvarint(tmp[:], n)) {
+		return nil, rr.corrupt(fmt.Sprintf("%s length is not minimally encoded", what))
+	}
 	if n > uint64(limit) {
 		return nil, rr.corrupt(fmt.Sprintf("%s length %d exceeds the limit of %d", what, n, limit))
 	}

@@ -1,0 +1,48 @@
+// Package state is cairn's versioned key-value state: the keyed state of a
+// stateful operator in one partition, one version per micro-batch, kept in
+// checkpoint storage so a restarted job resumes with exactly the state of
+// its last committed batch.
+//
+// A Provider serves one store, identified by a StoreID (operator,
+// partition, optional name) inside a checkpoint location. It hands out a
+// writable Store at version v, whose Commit creates version v+1, and
+// read-only stores at any retained version. Providers register by name
+// (Register); memstate registers "memstate".
+//
+// Layout in the checkpoint location (as Spark's):
+//
+//	state/<operator>/<partition>/_meta           provider and schema, written at first use
+//	state/<operator>/<partition>/<v>.delta       provider files (memstate: see its doc)
+//	state/<operator>/<partition>/<name>/...      a named store of the same operator
+//
+// Invariants every provider keeps:
+//
+//  1. A store reads its own writes; no other reader sees them before Commit
+//     returns; Abort discards them; a store whose GetStore context ends
+//     before Commit is aborted.
+//  2. Commit of version v+1 is durable when it returns nil, and a version
+//     once committed never changes: a second Commit of v+1 (a replayed
+//     batch) succeeds only if it writes exactly the same changes, and
+//     otherwise fails with ErrConcurrentWriter.
+//  3. Loading any retained version gives exactly the state committed at that
+//     version; a version whose files were cleaned up, or that does not exist,
+//     is a *VersionError naming the versions that are available, and a
+//     damaged file is a *storage.CorruptError naming it.
+//  4. The provider name and the key and value schemas are pinned at first
+//     use: Open refuses a change with a *ConfigError naming old and new
+//     values. (Spark silently keeps the old provider; cairn says so.)
+//
+// Usage: open a provider, then per batch get the store at the previous
+// version, write, commit.
+//
+//	p, err := state.Open(ctx, memstate.Name, storage, state.StoreID{Operator: 0, Partition: 3},
+//		state.SchemaOf(state.StringCodec{}, state.Int64Codec{}), state.Options{})
+//	...
+//	defer p.Close()
+//	v, _ := p.LatestVersion(ctx)
+//	st, err := p.GetStore(taskCtx, v)
+//	counts := state.NewTyped(st, state.StringCodec{}, state.Int64Codec{})
+//	n, _, _ := counts.Get("user-1")
+//	counts.Put("user-1", n+1)
+//	v, err = counts.Commit(ctx)
+package state
