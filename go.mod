@@ -2,4 +2,4 @@ module github.com/cairn-data/cairn
 
 go 1.26
 
-require github.com/google/btree v1.1.3 // indirect
+require github.com/tidwall/btree v1.8.2

@@ -168,7 +168,7 @@ func (p *Provider) GetReadStore(ctx context.Context, version int64) (state.ReadS
 	defer p.mu.Unlock()
 	t := p.cur
 	if t != nil && t.version == version {
-		t = &table{version: t.version, t: t.t.Clone(), bytes: t.bytes}
+		t = &table{version: t.version, t: t.t.Copy(), bytes: t.bytes}
 	} else {
 		var err error
 		if t, err = p.loadLocked(ctx, version, false); err != nil {
@@ -222,11 +222,14 @@ func (p *Provider) loadLocked(ctx context.Context, v int64, withMap bool) (*tabl
 				v, p.dir, DeltaName(p.dir, d), base, storage.ErrNotFound)
 		}
 	}
-	t := newTable(v, withMap)
+	t := newTable(v, false)
 	if base > 0 {
 		if err := p.readSnapshot(ctx, base, t); err != nil {
 			return nil, err
 		}
+	}
+	if withMap {
+		t.buildMap()
 	}
 	for d := base + 1; d <= v; d++ {
 		if err := p.readDelta(ctx, d, t); err != nil {
@@ -247,7 +250,7 @@ func (p *Provider) readSnapshot(ctx context.Context, v int64, t *table) error {
 	}
 	defer r.Close()
 	err = decodeSnapshot(r, name, func(key, value []byte) error {
-		t.put(keyString(key), value)
+		t.load(keyString(key), value) // keys arrive strictly ascending
 		return nil
 	})
 	if err != nil {
@@ -306,7 +309,7 @@ func (p *Provider) snapshotIfDue(ctx context.Context) error {
 		return nil
 	}
 	v := cur.version
-	tree := cur.t.Clone() // O(1); the writer goes on while we write
+	tree := cur.t.Copy() // O(1); the writer goes on while we write
 	p.mu.Unlock()
 
 	name := SnapshotName(p.dir, v)
@@ -315,7 +318,7 @@ func (p *Provider) snapshotIfDue(ctx context.Context) error {
 		cw := &countingWriter{w: w}
 		bw := bufio.NewWriterSize(cw, 256<<10)
 		rw := recordWriter{w: bw}
-		tree.Ascend(func(e entry) bool {
+		tree.Scan(func(e entry) bool {
 			rw.str(e.key)
 			rw.bytes(e.val)
 			return true

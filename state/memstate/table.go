@@ -4,7 +4,7 @@ import (
 	"strings"
 	"unsafe"
 
-	"github.com/google/btree"
+	btree "github.com/tidwall/btree"
 )
 
 // entry is one key and value in the ordered index.
@@ -15,21 +15,30 @@ type entry struct {
 
 func lessEntry(a, b entry) bool { return a.key < b.key }
 
+// index is the ordered copy-on-write index of a table. tidwall/btree's
+// Copy is O(1) and its Load appends sorted items without searching, which
+// makes loading a sorted snapshot several times faster than inserting.
+type index = btree.BTreeG[entry]
+
+func newIndex() *index {
+	return btree.NewBTreeGOptions(lessEntry, btree.Options{Degree: btreeDegree, NoLocks: true})
+}
+
 // table is the contents of one version: a hash map for point reads and
 // writes, and a copy-on-write B-tree of the same entries for ordered scans
-// and for snapshots taken without stopping the writer (Clone is O(1)).
+// and for snapshots taken without stopping the writer (Copy is O(1)).
 // Keys are shared between the two (a Go string is immutable).
 type table struct {
 	version int64
 	m       map[string][]byte // nil in read-only tables
-	t       *btree.BTreeG[entry]
+	t       *index
 	bytes   int64 // sum of key and value lengths
 }
 
 const btreeDegree = 32
 
 func newTable(version int64, withMap bool) *table {
-	t := &table{version: version, t: btree.NewG(btreeDegree, lessEntry)}
+	t := &table{version: version, t: newIndex()}
 	if withMap {
 		t.m = make(map[string][]byte)
 	}
@@ -46,7 +55,7 @@ func (t *table) get(key string) ([]byte, bool) {
 }
 
 func (t *table) put(key string, val []byte) {
-	if old, ok := t.t.ReplaceOrInsert(entry{key, val}); ok {
+	if old, ok := t.t.Set(entry{key, val}); ok {
 		t.bytes -= int64(len(old.key) + len(old.val))
 	}
 	t.bytes += int64(len(key) + len(val))
@@ -66,19 +75,35 @@ func (t *table) del(key string) {
 
 func (t *table) len() int { return t.t.Len() }
 
-// ascend calls fn for the entries in [start, end) in order; an empty
-// start or end (nil) is unbounded.
-func ascend(t *btree.BTreeG[entry], start, end []byte, fn func(entry) bool) {
-	switch {
-	case start == nil && end == nil:
-		t.Ascend(fn)
-	case end == nil:
-		t.AscendGreaterOrEqual(entry{key: string(start)}, fn)
-	case start == nil:
-		t.AscendLessThan(entry{key: string(end)}, fn)
-	default:
-		t.AscendRange(entry{key: string(start)}, entry{key: string(end)}, fn)
+// load appends an entry whose key is greater than every key in the table
+// (a snapshot's next record) to the index only; buildMap adds the map after.
+func (t *table) load(key string, val []byte) {
+	t.t.Load(entry{key, val})
+	t.bytes += int64(len(key) + len(val))
+}
+
+// buildMap makes the point-lookup map of a table filled by load.
+func (t *table) buildMap() {
+	t.m = make(map[string][]byte, t.t.Len())
+	t.t.Scan(func(e entry) bool {
+		t.m[e.key] = e.val
+		return true
+	})
+}
+
+// ascend calls fn for the entries in [start, end) in order; a nil start or
+// end is unbounded.
+func ascend(t *index, start, end []byte, fn func(entry) bool) {
+	visit := fn
+	if end != nil {
+		limit := string(end)
+		visit = func(e entry) bool { return e.key < limit && fn(e) }
 	}
+	if start == nil {
+		t.Scan(visit)
+		return
+	}
+	t.Ascend(entry{key: string(start)}, visit)
 }
 
 // keyBytes views a key string as bytes without copying. The caller must
