@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -27,7 +29,8 @@ const staleTempAge = time.Hour
 // existing object is never replaced) and fsyncs the directory, so an object
 // is whole or absent after a crash. Safe for concurrent use.
 type Local struct {
-	root string
+	root   string
+	closed atomic.Bool
 }
 
 var _ Storage = (*Local)(nil)
@@ -62,6 +65,13 @@ func (l *Local) removeStaleTemps() {
 	}
 }
 
+func (l *Local) check(ctx context.Context) error {
+	if l.closed.Load() {
+		return fmt.Errorf("storage: %s: %w", l.root, ErrClosed)
+	}
+	return ctx.Err()
+}
+
 func (l *Local) path(name string) string {
 	return filepath.Join(l.root, filepath.FromSlash(name))
 }
@@ -71,7 +81,7 @@ func (l *Local) Put(ctx context.Context, name string, r io.Reader, opts PutOptio
 	if err := ValidateName(name); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
+	if err := l.check(ctx); err != nil {
 		return err
 	}
 	tmp, err := os.CreateTemp(filepath.Join(l.root, tmpDir), "put-*")
@@ -123,12 +133,12 @@ func (l *Local) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
-	if err := ctx.Err(); err != nil {
+	if err := l.check(ctx); err != nil {
 		return nil, err
 	}
 	f, err := os.Open(l.path(name))
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 			return nil, fmt.Errorf("storage: get %s in %s: %w", name, l.root, ErrNotFound)
 		}
 		return nil, fmt.Errorf("storage: get %s: %w", name, err)
@@ -142,7 +152,10 @@ func (l *Local) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 
 // List implements Storage.
 func (l *Local) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
-	if err := ctx.Err(); err != nil {
+	if err := ValidatePrefix(prefix); err != nil {
+		return nil, err
+	}
+	if err := l.check(ctx); err != nil {
 		return nil, err
 	}
 	// Walk only the deepest directory the prefix names in full.
@@ -153,7 +166,7 @@ func (l *Local) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
 	var out []ObjectInfo
 	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 				return nil // a directory removed while walking, or a prefix with no objects
 			}
 			return err
@@ -194,12 +207,12 @@ func (l *Local) Delete(ctx context.Context, name string) error {
 	if err := ValidateName(name); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
+	if err := l.check(ctx); err != nil {
 		return err
 	}
 	p := l.path(name)
 	if err := os.Remove(p); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 			return nil
 		}
 		return fmt.Errorf("storage: delete %s: %w", name, err)
@@ -213,8 +226,11 @@ func (l *Local) Delete(ctx context.Context, name string) error {
 // Location implements Storage.
 func (l *Local) Location() string { return "file://" + filepath.ToSlash(l.root) }
 
-// Close implements Storage.
-func (l *Local) Close() error { return nil }
+// Close implements Storage: later operations fail with ErrClosed.
+func (l *Local) Close() error {
+	l.closed.Store(true)
+	return nil
+}
 
 func syncDir(dir string) error {
 	d, err := os.Open(dir)

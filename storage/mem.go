@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 var (
@@ -25,6 +26,7 @@ type memData struct {
 type Mem struct {
 	location string
 	data     *memData
+	closed   atomic.Bool
 }
 
 var _ Storage = (*Mem)(nil)
@@ -47,12 +49,19 @@ func OpenMem(name string) *Mem {
 	return &Mem{location: "mem://" + name, data: d}
 }
 
+func (m *Mem) check(ctx context.Context) error {
+	if m.closed.Load() {
+		return fmt.Errorf("storage: %s: %w", m.location, ErrClosed)
+	}
+	return ctx.Err()
+}
+
 // Put implements Storage.
 func (m *Mem) Put(ctx context.Context, name string, r io.Reader, opts PutOptions) error {
 	if err := ValidateName(name); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
+	if err := m.check(ctx); err != nil {
 		return err
 	}
 	data, err := io.ReadAll(ctxReader{ctx, r})
@@ -70,7 +79,10 @@ func (m *Mem) Put(ctx context.Context, name string, r io.Reader, opts PutOptions
 
 // Get implements Storage.
 func (m *Mem) Get(ctx context.Context, name string) (io.ReadCloser, error) {
-	if err := ctx.Err(); err != nil {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	if err := m.check(ctx); err != nil {
 		return nil, err
 	}
 	m.data.mu.RLock()
@@ -84,7 +96,10 @@ func (m *Mem) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 
 // List implements Storage.
 func (m *Mem) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
-	if err := ctx.Err(); err != nil {
+	if err := ValidatePrefix(prefix); err != nil {
+		return nil, err
+	}
+	if err := m.check(ctx); err != nil {
 		return nil, err
 	}
 	m.data.mu.RLock()
@@ -101,7 +116,10 @@ func (m *Mem) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
 
 // Delete implements Storage.
 func (m *Mem) Delete(ctx context.Context, name string) error {
-	if err := ctx.Err(); err != nil {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	if err := m.check(ctx); err != nil {
 		return err
 	}
 	m.data.mu.Lock()
@@ -113,8 +131,12 @@ func (m *Mem) Delete(ctx context.Context, name string) error {
 // Location implements Storage.
 func (m *Mem) Location() string { return m.location }
 
-// Close implements Storage. The objects stay available to other handles.
-func (m *Mem) Close() error { return nil }
+// Close implements Storage: this handle's later operations fail with
+// ErrClosed. The objects stay available to other handles of the same name.
+func (m *Mem) Close() error {
+	m.closed.Store(true)
+	return nil
+}
 
 // Corrupt replaces the bytes of an existing object, bypassing atomic Put
 // rules. It exists for tests that need a damaged object.

@@ -109,6 +109,24 @@ func ValidateName(name string) error {
 	return nil
 }
 
+// ValidatePrefix checks a List prefix: a name, a name followed by "/", a
+// partial last component, or "". It refuses what could leave the
+// namespace ("..", a leading "/", a backslash).
+func ValidatePrefix(prefix string) error {
+	if prefix == "" {
+		return nil
+	}
+	if strings.ContainsAny(prefix, "\\\x00") || strings.HasPrefix(prefix, "/") {
+		return fmt.Errorf("%w: prefix %q starts with \"/\" or contains a backslash or NUL", ErrInvalidName, prefix)
+	}
+	for _, c := range strings.Split(strings.TrimSuffix(prefix, "/"), "/") {
+		if c == "" || c == "." || c == ".." {
+			return fmt.Errorf("%w: prefix %q has an empty, \".\" or \"..\" component", ErrInvalidName, prefix)
+		}
+	}
+	return nil
+}
+
 // PutBytes stores data under name. It is a convenience around Put.
 func PutBytes(ctx context.Context, s Storage, name string, data []byte, opts PutOptions) error {
 	return s.Put(ctx, name, bytes.NewReader(data), opts)

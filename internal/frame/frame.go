@@ -215,7 +215,10 @@ func NewReader(r io.Reader, object string, want Kind, maxVersion uint8) (*Reader
 	if fr.kind != want {
 		return nil, fr.corrupt(4, fmt.Sprintf("holds a %s, expected a %s", fr.kind, want))
 	}
-	if fr.version == 0 || fr.version > maxVersion {
+	if fr.version == 0 {
+		return nil, fr.corrupt(5, "format version 0 does not exist")
+	}
+	if fr.version > maxVersion {
 		return nil, fmt.Errorf("%w: %s is a %s in format version %d; this build of cairn reads versions 1 to %d: upgrade cairn to read it",
 			storage.ErrFormatVersion, object, fr.kind, fr.version, maxVersion)
 	}

@@ -86,6 +86,17 @@ func TestRefusals(t *testing.T) {
 	if _, _, err := Decode(enc, "x", KindDelta, 1); !errors.Is(err, storage.ErrFormatVersion) {
 		t.Errorf("newer version: err = %v, want ErrFormatVersion", err)
 	}
+	if _, _, err := Decode(Encode(KindDelta, 0, []byte("abc")), "x", KindDelta, 2); !errors.Is(err, storage.ErrCorrupt) {
+		t.Errorf("version 0: err = %v, want ErrCorrupt", err)
+	}
+	if _, _, err := Peek(bytes.NewReader(enc[:4]), "x"); !errors.Is(err, storage.ErrCorrupt) {
+		t.Errorf("Peek of a truncated header: err = %v, want ErrCorrupt", err)
+	}
+	flipped := bytes.Clone(enc)
+	flipped[4] = byte(KindSnapshot)
+	if _, _, err := Peek(bytes.NewReader(flipped), "x"); !errors.Is(err, storage.ErrCorrupt) {
+		t.Errorf("Peek of a header with a changed kind: err = %v, want ErrCorrupt", err)
+	}
 	if _, _, err := Decode(append(bytes.Clone(enc), 0), "x", KindDelta, 2); !errors.Is(err, storage.ErrCorrupt) {
 		t.Errorf("trailing byte: err = %v, want ErrCorrupt", err)
 	}

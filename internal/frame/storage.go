@@ -3,7 +3,9 @@ package frame
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"io"
 
 	"github.com/cairn-data/cairn/storage"
@@ -101,6 +103,9 @@ func Peek(r io.Reader, object string) (Kind, uint8, error) {
 	fr := &Reader{object: object}
 	if string(h[:4]) != Magic {
 		return 0, 0, fr.corrupt(0, fmt.Sprintf("not a cairn object: starts with %q", h[:4]))
+	}
+	if binary.LittleEndian.Uint32(h[8:]) != crc32.Checksum(h[:8], castagnoli) {
+		return 0, 0, fr.corrupt(8, "header checksum mismatch")
 	}
 	return Kind(h[4]), h[5], nil
 }

@@ -7,9 +7,10 @@
 //     accepts fails with ErrInjected and has no effect. Later operations
 //     succeed. This models a transient error: a full disk, a timeout.
 //  2. CrashAt(k, match): at the k-th matching operation the "process dies":
-//     that operation and every later one fail with ErrCrashed. A Put that is
-//     interrupted by the crash either lands whole or not at all (chosen by
-//     PutLandsOnCrash), never in part, as with a real atomic backend.
+//     that operation and every later one fail with ErrCrashed. A Put (or
+//     Delete) that is interrupted by the crash either takes effect whole or
+//     not at all (chosen by PutLandsOnCrash), never in part, as with a real
+//     atomic backend.
 //
 // A test typically runs a workload once to count its operations (Ops), then
 // for every k from 1 to that count reruns it with a fault at k and checks

@@ -144,6 +144,49 @@ func Run(t *testing.T, newStorage func(t *testing.T) storage.Storage) {
 			}
 		}
 	})
+	t.Run("PrefixCannotEscape", func(t *testing.T) {
+		s := newStorage(t)
+		for _, p := range []string{"../", "..", "a/../", "/etc/", "a//"} {
+			if _, err := s.List(ctx, p); !errors.Is(err, storage.ErrInvalidName) {
+				t.Errorf("List(%q): err = %v, want ErrInvalidName", p, err)
+			}
+		}
+		if _, err := s.Get(ctx, "../x"); !errors.Is(err, storage.ErrInvalidName) {
+			t.Errorf("Get(../x): err = %v, want ErrInvalidName", err)
+		}
+		if err := s.Delete(ctx, ""); !errors.Is(err, storage.ErrInvalidName) {
+			t.Errorf("Delete(\"\"): err = %v, want ErrInvalidName", err)
+		}
+	})
+	t.Run("GetBelowAnObject", func(t *testing.T) {
+		s := newStorage(t)
+		mustPut(t, s, "offsets/5", []byte("x"), storage.PutOptions{})
+		if _, err := s.Get(ctx, "offsets/5/x"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("Get(offsets/5/x): err = %v, want ErrNotFound", err)
+		}
+		if got, err := s.List(ctx, "offsets/5/"); err != nil || len(got) != 0 {
+			t.Fatalf("List(offsets/5/) = %v, %v; want nothing", got, err)
+		}
+	})
+	t.Run("Closed", func(t *testing.T) {
+		s := newStorage(t)
+		mustPut(t, s, "a", []byte("x"), storage.PutOptions{})
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := storage.PutBytes(ctx, s, "b", []byte("x"), storage.PutOptions{}); !errors.Is(err, storage.ErrClosed) {
+			t.Errorf("Put after Close: err = %v, want ErrClosed", err)
+		}
+		if _, err := s.Get(ctx, "a"); !errors.Is(err, storage.ErrClosed) {
+			t.Errorf("Get after Close: err = %v, want ErrClosed", err)
+		}
+		if _, err := s.List(ctx, ""); !errors.Is(err, storage.ErrClosed) {
+			t.Errorf("List after Close: err = %v, want ErrClosed", err)
+		}
+		if err := s.Delete(ctx, "a"); !errors.Is(err, storage.ErrClosed) {
+			t.Errorf("Delete after Close: err = %v, want ErrClosed", err)
+		}
+	})
 	t.Run("FailedReaderStoresNothing", func(t *testing.T) {
 		s := newStorage(t)
 		boom := errors.New("reader broke")
