@@ -171,6 +171,10 @@ type Provider interface {
 	GetReadStore(ctx context.Context, version int64) (ReadStore, error)
 	// LatestVersion returns the newest committed version (0 when none).
 	LatestVersion(ctx context.Context) (int64, error)
+	// OldestVersion returns the oldest version that can still be loaded.
+	// It fails with ErrVersionUnavailable when the files cannot rebuild any
+	// version (a damaged location).
+	OldestVersion(ctx context.Context) (int64, error)
 	// Maintain writes a snapshot if enough deltas accumulated and deletes
 	// files that no retained version needs.
 	Maintain(ctx context.Context) error
@@ -182,13 +186,17 @@ type Provider interface {
 type VersionError struct {
 	Store     string // store dir
 	Requested int64
-	Oldest    int64 // oldest loadable version
+	Oldest    int64 // oldest loadable version, -1 when none is
 	Latest    int64 // newest committed version
 	CleanedUp bool  // the version existed but its files were deleted by maintenance
 	Retain    int   // the retention setting, when CleanedUp
 }
 
 func (e *VersionError) Error() string {
+	if e.Oldest < 0 {
+		return fmt.Sprintf("state: version %d of %s cannot be loaded: no version can be rebuilt from its files (latest committed: %d); the files it needs are missing: restore them from a backup or start a new query with a new checkpoint location",
+			e.Requested, e.Store, e.Latest)
+	}
 	if e.CleanedUp {
 		return fmt.Sprintf("state: version %d of %s was cleaned up by maintenance (it keeps the last %d versions); the oldest version available is %d, the latest %d",
 			e.Requested, e.Store, e.Retain, e.Oldest, e.Latest)

@@ -172,8 +172,8 @@ func (l *Local) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
 			return err
 		}
 		if d.IsDir() {
-			if d.Name() == tmpDir && filepath.Dir(p) == l.root {
-				return fs.SkipDir
+			if strings.HasPrefix(d.Name(), ".cairn-") {
+				return fs.SkipDir // ours, or a nested location's: never object names
 			}
 			return nil
 		}

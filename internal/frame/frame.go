@@ -65,21 +65,25 @@ type Kind byte
 
 // Object kinds.
 const (
-	KindDelta      Kind = 'd' // state store changes of one version
-	KindSnapshot   Kind = 's' // state store contents at one version
-	KindStoreMeta  Kind = 'm' // state store provider and schema
-	KindLogEntry   Kind = 'l' // one entry of a metalog
-	KindLease      Kind = 'L' // writer lease of a checkpoint location
-	KindDemoConfig Kind = 'c' // configuration of the demo job
+	KindDelta     Kind = 'd' // state store changes of one version
+	KindSnapshot  Kind = 's' // state store contents at one version
+	KindStoreMeta Kind = 'm' // state store provider and schema
+	KindLogEntry  Kind = 'l' // one entry of a metalog
+	KindLease     Kind = 'L' // writer lease of a checkpoint location
 )
 
 var kindNames = map[Kind]string{
-	KindDelta:      "state delta",
-	KindSnapshot:   "state snapshot",
-	KindStoreMeta:  "state store metadata",
-	KindLogEntry:   "log entry",
-	KindLease:      "lease",
-	KindDemoConfig: "demo configuration",
+	KindDelta:     "state delta",
+	KindSnapshot:  "state snapshot",
+	KindStoreMeta: "state store metadata",
+	KindLogEntry:  "log entry",
+	KindLease:     "lease",
+}
+
+// Known reports whether this build of cairn knows the kind.
+func (k Kind) Known() bool {
+	_, ok := kindNames[k]
+	return ok
 }
 
 func (k Kind) String() string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -98,7 +99,10 @@ func Decode(data []byte, object string, kind Kind, maxVersion uint8) ([]byte, ui
 func Peek(r io.Reader, object string) (Kind, uint8, error) {
 	var h [headerSize]byte
 	if n, err := io.ReadFull(r, h[:]); err != nil {
-		return 0, 0, &storage.CorruptError{Object: object, Offset: int64(n), Reason: "truncated header"}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return 0, 0, &storage.CorruptError{Object: object, Offset: int64(n), Reason: fmt.Sprintf("truncated: %d bytes, too short for the %d-byte header", n, headerSize)}
+		}
+		return 0, 0, fmt.Errorf("read %s: %w", object, err)
 	}
 	fr := &Reader{object: object}
 	if string(h[:4]) != Magic {

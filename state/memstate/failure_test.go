@@ -135,6 +135,29 @@ func TestRetentionAfter300Commits(t *testing.T) {
 	if _, err := p.GetReadStore(ctx, 301); !errors.Is(err, state.ErrVersionUnavailable) {
 		t.Fatalf("GetReadStore(301): err = %v, want ErrVersionUnavailable", err)
 	}
+	if oldest, err := p.OldestVersion(ctx); err != nil || oldest != 200 {
+		t.Fatalf("OldestVersion = %d, %v; want 200", oldest, err)
+	}
+}
+
+// With no snapshot and delta 1 gone, no version can be rebuilt; the store
+// says so instead of naming a version that does not load.
+func TestNothingLoadableIsReported(t *testing.T) {
+	ctx := context.Background()
+	s := storage.NewMem()
+	p := open(t, s, manual)
+	for v := int64(0); v < 3; v++ {
+		commit(t, p, v, []statecheck.Op{{Key: fmt.Sprint(v), Value: []byte("x")}})
+	}
+	p.Close()
+	s.Delete(ctx, "state/0/3/1.delta")
+	p = open(t, s, manual)
+	if _, err := p.OldestVersion(ctx); !errors.Is(err, state.ErrVersionUnavailable) || !strings.Contains(err.Error(), "no version can be rebuilt") {
+		t.Fatalf("OldestVersion: err = %v, want ErrVersionUnavailable saying no version can be rebuilt", err)
+	}
+	if _, err := p.GetReadStore(ctx, 3); err == nil {
+		t.Fatal("version 3 loaded without delta 1")
+	}
 }
 
 func sortedStrings(s []string) []string {

@@ -189,10 +189,19 @@ func (p *Provider) oldestLocked() int64 {
 			oldest = v
 		}
 	}
-	if oldest < 0 { // no snapshot and no delta 1: nothing is loadable
-		return p.latestLocked()
+	return oldest // -1: no snapshot and no delta 1, so nothing is loadable
+}
+
+// OldestVersion implements state.Provider.
+func (p *Provider) OldestVersion(ctx context.Context) (int64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	oldest := p.oldestLocked()
+	if oldest < 0 {
+		latest := p.latestLocked()
+		return -1, &state.VersionError{Store: p.dir, Requested: latest, Oldest: -1, Latest: latest}
 	}
-	return oldest
+	return oldest, nil
 }
 
 // loadLocked rebuilds version v from the newest snapshot at or below it
