@@ -1,0 +1,192 @@
+package dataset
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"strings"
+	"sync"
+)
+
+// computeFunc produces the records of one partition, in order, by calling
+// emit for each. It stops early when emit returns an error and returns it.
+type computeFunc[T any] func(ctx context.Context, part int, emit func(T) error) error
+
+// node is one step of a dataset's lineage, for Explain and LineageDepth.
+// A node whose lineage was cut (a checkpoint) swaps its parents for a scan.
+type node struct {
+	mu      sync.Mutex
+	op      string  // "Map", "ReduceByKey", "ParquetScan dir", ...
+	parts   int     // number of partitions
+	parents []*node // inputs
+}
+
+func (n *node) snapshot() (string, int, []*node) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.op, n.parts, n.parents
+}
+
+// replace swaps the node's operation and inputs (when a checkpoint cuts the
+// lineage, the node becomes a scan of the checkpoint).
+func (n *node) replace(op string, parents []*node) {
+	n.mu.Lock()
+	n.op, n.parents = op, parents
+	n.mu.Unlock()
+}
+
+// Dataset is a lazy, partitioned collection of records of type T: a plan
+// that actions (Collect, Count, WriteParquet, ...) run. Transformations
+// return new datasets and compute nothing. Safe for concurrent use.
+//
+// Partitioning is deterministic: the same plan over the same input gives
+// the same records in the same partitions in the same order, every run.
+type Dataset[T any] struct {
+	s       *Session
+	n       *node
+	compute computeFunc[T]
+}
+
+// Session returns the session the dataset belongs to.
+func (d *Dataset[T]) Session() *Session { return d.s }
+
+// NumPartitions returns the number of partitions.
+func (d *Dataset[T]) NumPartitions() int {
+	_, parts, _ := d.n.snapshot()
+	return parts
+}
+
+func newDataset[T any](s *Session, op string, parts int, parents []*node, compute computeFunc[T]) *Dataset[T] {
+	return &Dataset[T]{s: s, n: &node{op: op, parts: parts, parents: parents}, compute: compute}
+}
+
+// Explain returns the lineage as an indented tree, one operation a line
+// with its number of partitions, the dataset itself first, like Spark's
+// analyzed plan.
+func (d *Dataset[T]) Explain() string {
+	var b strings.Builder
+	var walk func(n *node, depth int)
+	walk = func(n *node, depth int) {
+		op, parts, parents := n.snapshot()
+		prefix := ""
+		if depth > 0 {
+			prefix = strings.Repeat("   ", depth-1) + "+- "
+		}
+		fmt.Fprintf(&b, "%s%s [%d partitions]\n", prefix, op, parts)
+		for _, p := range parents {
+			walk(p, depth+1)
+		}
+	}
+	walk(d.n, 0)
+	return b.String()
+}
+
+// LineageDepth returns the depth of the lineage: 1 for a source or a
+// checkpoint scan, one more per transformation above it.
+func (d *Dataset[T]) LineageDepth() int {
+	var depth func(n *node) int
+	depth = func(n *node) int {
+		_, _, parents := n.snapshot()
+		m := 0
+		for _, p := range parents {
+			m = max(m, depth(p))
+		}
+		return m + 1
+	}
+	return depth(d.n)
+}
+
+// errStop ends a partition's computation early without an error.
+var errStop = errors.New("dataset: stop")
+
+// checkEvery is how many records a source emits between context checks.
+const checkEvery = 1024
+
+// records returns an iterator over one partition, for user functions that
+// take one (MapPartitions, ForEachPartition). Breaking out of the loop
+// stops the computation; an error of the computation is stored in *err.
+func (d *Dataset[T]) records(ctx context.Context, part int, errp *error) iter.Seq[T] {
+	return func(yield func(T) bool) {
+		err := d.compute(ctx, part, func(t T) error {
+			if !yield(t) {
+				return errStop
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			*errp = err
+		}
+	}
+}
+
+// runPartitions runs fn for every partition, Parallelism at a time. The
+// first error cancels the others and is returned, naming the partition.
+func runPartitions(ctx context.Context, s *Session, parts int, fn func(ctx context.Context, part int) error) error {
+	if s.isClosed() {
+		return ErrSessionClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for range min(s.opts.Parallelism, parts) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for part := range next {
+				if err := fn(ctx, part); err != nil {
+					once.Do(func() {
+						first = err
+						cancel(err)
+					})
+				}
+			}
+		}()
+	}
+feed:
+	for part := range parts {
+		select {
+		case next <- part:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return ctx.Err()
+}
+
+// partitionError names the partition and the dataset an error came from.
+func partitionError(d *node, part int, err error) error {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	var pe *PartitionError
+	if errors.As(err, &pe) {
+		return err
+	}
+	op, _, _ := d.snapshot()
+	return &PartitionError{Op: op, Partition: part, Err: err}
+}
+
+// PartitionError says which partition of which operation failed.
+type PartitionError struct {
+	Op        string
+	Partition int
+	Err       error
+}
+
+func (e *PartitionError) Error() string {
+	return fmt.Sprintf("dataset: partition %d of %s: %v", e.Partition, e.Op, e.Err)
+}
+
+func (e *PartitionError) Unwrap() error { return e.Err }
