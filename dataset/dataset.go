@@ -46,6 +46,8 @@ type Dataset[T any] struct {
 	s       *Session
 	n       *node
 	compute computeFunc[T]
+	ckpt    any // *reliable[T] for a reliable checkpoint
+	local   any // *localStore[T] for Persist, Cache and LocalCheckpoint
 }
 
 // Session returns the session the dataset belongs to.

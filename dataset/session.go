@@ -2,6 +2,8 @@ package dataset
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +27,10 @@ type Options struct {
 	// written under (any storage.Open URL). Required by Checkpoint. Spark:
 	// SparkContext.setCheckpointDir.
 	CheckpointLocation string
+	// CheckpointStorage, if set, is used instead of opening
+	// CheckpointLocation: for storage you opened yourself (or a
+	// fault-injecting one in tests). The session does not close it.
+	CheckpointStorage storage.Storage
 	// KeepCheckpoints keeps reliable checkpoints when the session closes.
 	// Default false: Close deletes them. Spark:
 	// spark.cleaner.referenceTracking.cleanCheckpoints (Spark keeps them by
@@ -77,12 +83,32 @@ func (o Options) Validate() error {
 // storage, its local checkpoints and spill files. Safe for concurrent use.
 type Session struct {
 	opts Options
+	id   string // random, names this session's checkpoint directory
 
 	mu          sync.Mutex
 	store       storage.Storage // opened on first use
 	closed      bool
 	cleanups    []cleanup // run by Close, in reverse order
 	checkpoints int       // sequence number of reliable checkpoints
+	memUsed     int64     // bytes kept by Persist and LocalCheckpoint
+}
+
+// reserve takes n bytes of the memory limit, if they are free.
+func (s *Session) reserve(n int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.memUsed+n > s.opts.MemoryLimit {
+		return false
+	}
+	s.memUsed += n
+	return true
+}
+
+// release gives back n bytes of the memory limit.
+func (s *Session) release(n int64) {
+	s.mu.Lock()
+	s.memUsed -= n
+	s.mu.Unlock()
 }
 
 type cleanup struct {
@@ -99,7 +125,11 @@ func NewSession(opts Options) (*Session, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	return &Session{opts: opts.withDefaults()}, nil
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, err
+	}
+	return &Session{opts: opts.withDefaults(), id: hex.EncodeToString(b[:])}, nil
 }
 
 // Options returns the session's options with defaults filled in.
@@ -113,6 +143,10 @@ func (s *Session) checkpointStorage(ctx context.Context) (storage.Storage, error
 		return nil, ErrSessionClosed
 	}
 	if s.store != nil {
+		return s.store, nil
+	}
+	if s.opts.CheckpointStorage != nil {
+		s.store = s.opts.CheckpointStorage
 		return s.store, nil
 	}
 	if s.opts.CheckpointLocation == "" {
@@ -163,7 +197,7 @@ func (s *Session) Close(ctx context.Context) error {
 			first = fmt.Errorf("dataset: close session: clean up %s: %w", cs[i].what, err)
 		}
 	}
-	if st != nil {
+	if st != nil && s.opts.CheckpointStorage == nil {
 		st.Close()
 	}
 	return first

@@ -70,6 +70,8 @@ const (
 	KindStoreMeta Kind = 'm' // state store provider and schema
 	KindLogEntry  Kind = 'l' // one entry of a metalog
 	KindLease     Kind = 'L' // writer lease of a checkpoint location
+	KindManifest  Kind = 'M' // manifest of a dataset checkpoint
+	KindRecords   Kind = 'r' // records of a dataset partition (gob), for types Parquet cannot hold
 )
 
 var kindNames = map[Kind]string{
@@ -78,6 +80,8 @@ var kindNames = map[Kind]string{
 	KindStoreMeta: "state store metadata",
 	KindLogEntry:  "log entry",
 	KindLease:     "lease",
+	KindManifest:  "checkpoint manifest",
+	KindRecords:   "partition records",
 }
 
 // Known reports whether this build of cairn knows the kind.

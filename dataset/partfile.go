@@ -1,0 +1,241 @@
+package dataset
+
+import (
+	"bytes"
+	"context"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"reflect"
+
+	"github.com/parquet-go/parquet-go"
+
+	"github.com/cairn-data/cairn/internal/frame"
+	"github.com/cairn-data/cairn/storage"
+)
+
+// Encodings of checkpoint parts.
+const (
+	encodingParquet = "parquet" // plain Parquet files, readable by DuckDB, Spark, pandas
+	encodingGob     = "gob"     // framed encoding/gob records, for types Parquet cannot hold
+)
+
+// recordsVersion is the format version of framed gob parts.
+const recordsVersion = 1
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// encodingFor picks Parquet for struct types it can hold, gob otherwise.
+func encodingFor[T any]() string {
+	t := reflect.TypeFor[T]()
+	if t.Kind() != reflect.Struct {
+		return encodingGob
+	}
+	ok := func() (ok bool) {
+		defer func() {
+			if recover() != nil {
+				ok = false
+			}
+		}()
+		parquet.SchemaOf(reflect.New(t).Interface())
+		return true
+	}()
+	if !ok {
+		return encodingGob
+	}
+	return encodingParquet
+}
+
+func partName(encoding string, p int) string {
+	if encoding == encodingParquet {
+		return fmt.Sprintf("part-%05d.parquet", p)
+	}
+	return fmt.Sprintf("part-%05d.records", p)
+}
+
+// PartInfo describes one written partition in a checkpoint manifest.
+type PartInfo struct {
+	File    string `json:"file"`
+	Records int64  `json:"records"`
+	Bytes   int64  `json:"bytes"`
+	CRC32C  uint32 `json:"crc32c"`
+}
+
+// crcWriter counts and checksums the bytes of an object as it is written.
+type crcWriter struct {
+	w   io.Writer
+	n   int64
+	crc uint32
+}
+
+func (c *crcWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.crc = crc32.Update(c.crc, castagnoli, b[:n])
+	c.n += int64(n)
+	return n, err
+}
+
+// partWriter streams the records of one partition into one object.
+type partWriter[T any] struct {
+	name    string
+	pw      *io.PipeWriter
+	done    chan error
+	cw      *crcWriter
+	pq      *parquet.GenericWriter[T]
+	fw      *frame.Writer
+	enc     *gob.Encoder
+	buf     []T
+	records int64
+	failed  error
+}
+
+const parquetBatch = 1024
+
+func startPart[T any](ctx context.Context, st storage.Storage, name, encoding string) *partWriter[T] {
+	pr, pw := io.Pipe()
+	w := &partWriter[T]{name: name, pw: pw, done: make(chan error, 1)}
+	go func() {
+		err := st.Put(ctx, name, pr, storage.PutOptions{})
+		if err != nil {
+			pr.CloseWithError(err)
+		} else {
+			pr.CloseWithError(errors.New("dataset: part writer ended"))
+		}
+		w.done <- err
+	}()
+	w.cw = &crcWriter{w: pw}
+	if encoding == encodingParquet {
+		w.pq = parquet.NewGenericWriter[T](w.cw, parquet.Compression(&parquet.Snappy))
+	} else {
+		w.fw = frame.NewWriter(w.cw, frame.KindRecords, recordsVersion)
+		w.enc = gob.NewEncoder(w.fw)
+	}
+	return w
+}
+
+func (w *partWriter[T]) write(t T) error {
+	if w.failed != nil {
+		return w.failed
+	}
+	w.records++
+	if w.enc != nil {
+		if err := w.enc.Encode(&t); err != nil {
+			w.failed = fmt.Errorf("dataset: encode a record of %s: %w", w.name, err)
+		}
+		return w.failed
+	}
+	w.buf = append(w.buf, t)
+	if len(w.buf) == parquetBatch {
+		return w.flush()
+	}
+	return nil
+}
+
+func (w *partWriter[T]) flush() error {
+	if len(w.buf) > 0 {
+		if _, err := w.pq.Write(w.buf); err != nil {
+			w.failed = fmt.Errorf("dataset: write %s: %w", w.name, err)
+		}
+		clear(w.buf)
+		w.buf = w.buf[:0]
+	}
+	return w.failed
+}
+
+// finish completes the object and waits until it is stored.
+func (w *partWriter[T]) finish() (PartInfo, error) {
+	var err error
+	if w.pq != nil {
+		if err = w.flush(); err == nil {
+			err = w.pq.Close()
+		}
+	} else if err = w.failed; err == nil {
+		err = w.fw.Close()
+	}
+	if err != nil {
+		w.abort(err)
+		return PartInfo{}, err
+	}
+	w.pw.Close()
+	if err := <-w.done; err != nil {
+		return PartInfo{}, fmt.Errorf("dataset: store %s: %w", w.name, err)
+	}
+	return PartInfo{Records: w.records, Bytes: w.cw.n, CRC32C: w.cw.crc}, nil
+}
+
+// abort discards the object: nothing is stored.
+func (w *partWriter[T]) abort(cause error) {
+	w.pw.CloseWithError(cause)
+	<-w.done
+}
+
+// readPart reads one part, checks its size and checksum against the
+// manifest, and emits its records.
+func readPart[T any](ctx context.Context, st storage.Storage, name, encoding string, info PartInfo, emit func(T) error) error {
+	data, err := storage.GetBytes(ctx, st, name)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("dataset: checkpoint part %s is missing (was the checkpoint deleted, by Session.Close or a PeriodicCheckpointer?): %w", name, err)
+		}
+		return err
+	}
+	if int64(len(data)) != info.Bytes {
+		return &storage.CorruptError{Object: name, Offset: -1, Reason: fmt.Sprintf("%d bytes, the manifest says %d", len(data), info.Bytes)}
+	}
+	if c := crc32.Checksum(data, castagnoli); c != info.CRC32C {
+		return &storage.CorruptError{Object: name, Offset: -1, Reason: fmt.Sprintf("CRC32C %08x, the manifest says %08x", c, info.CRC32C)}
+	}
+	var n int64
+	if encoding == encodingGob {
+		payload, _, err := frame.Decode(data, name, frame.KindRecords, recordsVersion)
+		if err != nil {
+			return err
+		}
+		dec := gob.NewDecoder(bytes.NewReader(payload))
+		for {
+			var t T
+			if err := dec.Decode(&t); err != nil {
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				return &storage.CorruptError{Object: name, Offset: -1, Reason: fmt.Sprintf("record %d does not decode: %v", n, err)}
+			}
+			if n++; n%checkEvery == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			if err := emit(t); err != nil {
+				return err
+			}
+		}
+	} else {
+		r := parquet.NewGenericReader[T](bytes.NewReader(data))
+		defer r.Close()
+		buf := make([]T, parquetBatch)
+		for {
+			k, err := r.Read(buf)
+			for i := range k {
+				if err := emit(buf[i]); err != nil {
+					return err
+				}
+			}
+			n += int64(k)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return &storage.CorruptError{Object: name, Offset: -1, Reason: "parquet: " + err.Error()}
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+	}
+	if n != info.Records {
+		return &storage.CorruptError{Object: name, Offset: -1, Reason: fmt.Sprintf("%d records, the manifest says %d", n, info.Records)}
+	}
+	return nil
+}
