@@ -146,12 +146,13 @@ func (c byteCounter) ReadByte() (byte, error) {
 	return b, err
 }
 
-// decodeDelta calls fn for each record of a delta payload: a put (value
-// non-nil) or a delete (value nil). Keys must be strictly ascending. The
-// slices passed to fn are fresh and may be retained.
+// decodeDelta calls fn for each record of a delta payload, in order: a
+// put (value non-nil) or a delete (value nil). The writer lists each key at
+// most once, in the order its batch first wrote it; records are applied in
+// order whatever they hold. The slices passed to fn are fresh and may be
+// retained.
 func decodeDelta(r io.Reader, object string, fn func(key, value []byte, del bool) error) error {
 	rr := newRecordReader(r, object)
-	var prev []byte
 	for ; ; rr.record++ {
 		if end, err := rr.atEnd(); err != nil {
 			return rr.wrap(err, "record")
@@ -169,10 +170,6 @@ func decodeDelta(r io.Reader, object string, fn func(key, value []byte, del bool
 		if err != nil {
 			return err
 		}
-		if prev != nil && bytes.Compare(prev, key) >= 0 {
-			return rr.corrupt("keys out of order")
-		}
-		prev = key
 		var value []byte
 		if op == opPut {
 			if value, err = rr.bytes(maxValueLen, "value"); err != nil {

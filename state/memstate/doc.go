@@ -13,7 +13,8 @@
 // Files, in the store's directory of the checkpoint location, each framed
 // (internal/frame: magic, kind, format version, checksummed chunks):
 //
-//	<v>.delta     the changes of version v, keys strictly ascending:
+//	<v>.delta     the changes of version v, each key once, in the order the
+//	              batch first wrote it (deterministic for a deterministic batch):
 //	              +--------+----------------+-----+------------------+-------+
 //	              | op 1B  | key len uvarint | key | value len uvarint | value |  op 1 = put
 //	              +--------+----------------+-----+------------------+-------+

@@ -152,7 +152,7 @@ func (p *Provider) GetStore(ctx context.Context, version int64) (state.Store, er
 		}
 		p.cur = t
 	}
-	s := &store{p: p, base: p.cur, version: version, pending: map[string]change{},
+	s := &store{p: p, base: p.cur, version: version, pending: map[string]int{},
 		keys: int64(p.cur.len()), bytes: p.cur.bytes}
 	p.writer = s
 	s.stopAfter = context.AfterFunc(ctx, s.Abort)

@@ -16,10 +16,13 @@ import (
 	"github.com/cairn-data/cairn/storage"
 )
 
-// change is an uncommitted write: a new value, or a delete.
+// change is an uncommitted write: a new value, or a delete. A delete of a
+// key that the base version does not hold is a no-op, written nowhere.
 type change struct {
-	val []byte
-	del bool
+	key  string
+	val  []byte
+	del  bool
+	noop bool
 }
 
 // Store states.
@@ -28,14 +31,16 @@ const (
 	stateDone       // committed, aborted or failed
 )
 
-// store is a writable store: uncommitted changes in a map over the base
-// table, applied to the base in place at Commit. Commit therefore costs
-// O(changes), not O(state).
+// store is a writable store: uncommitted changes over the base table, in
+// the order their keys were first written (a deterministic batch writes a
+// byte-identical delta, with no sort), indexed by a map. Commit writes them
+// and applies them to the base, so it costs O(changes), not O(state).
 type store struct {
 	p         *Provider
 	base      *table
 	version   int64
-	pending   map[string]change
+	pending   map[string]int // key -> index in changes
+	changes   []change
 	keys      int64
 	bytes     int64
 	written   int64
@@ -54,7 +59,8 @@ func (s *store) closedErr(op string) error {
 
 // lookup returns the value key has in this store, pending writes included.
 func (s *store) lookup(key string) ([]byte, bool) {
-	if c, ok := s.pending[key]; ok {
+	if i, ok := s.pending[key]; ok {
+		c := &s.changes[i]
 		return c.val, !c.del
 	}
 	return s.base.get(key)
@@ -81,8 +87,19 @@ func (s *store) Put(key, value []byte) error {
 		s.bytes += int64(len(k))
 	}
 	s.bytes += int64(len(value))
-	s.pending[k] = change{val: bytes.Clone(nonNil(value))}
+	s.record(change{key: k, val: bytes.Clone(nonNil(value))})
 	return nil
+}
+
+// record sets the pending change of a key, keeping its first position.
+func (s *store) record(c change) {
+	if i, ok := s.pending[c.key]; ok {
+		c.key = s.changes[i].key // one string per key
+		s.changes[i] = c
+		return
+	}
+	s.pending[c.key] = len(s.changes)
+	s.changes = append(s.changes, c)
 }
 
 func (s *store) Delete(key []byte) error {
@@ -95,18 +112,23 @@ func (s *store) Delete(key []byte) error {
 		s.keys--
 		s.bytes -= int64(len(k) + len(old))
 	}
-	if _, inBase := s.base.get(k); !inBase {
-		delete(s.pending, k) // absent at the base version: no record needed
-		return nil
+	_, inBase := s.base.get(k)
+	if !inBase {
+		if _, touched := s.pending[k]; !touched {
+			return nil // absent before and after: nothing to record
+		}
 	}
-	s.pending[k] = change{del: true}
+	s.record(change{key: k, del: true, noop: !inBase})
 	return nil
 }
 
 // sortedPending returns the pending keys in [start, end), sorted.
 func (s *store) sortedPending(start, end []byte) []string {
 	keys := make([]string, 0, len(s.pending))
-	for k := range s.pending {
+	for k, i := range s.pending {
+		if s.changes[i].noop {
+			continue
+		}
 		if (start == nil || k >= string(start)) && (end == nil || k < string(end)) {
 			keys = append(keys, k)
 		}
@@ -127,7 +149,7 @@ func (s *store) Range(start, end []byte) iter.Seq2[state.KV, error] {
 		// last=true: all that remain).
 		emit := func(limit string, last bool) bool {
 			for ; i < len(pk) && (last || pk[i] < limit); i++ {
-				if c := s.pending[pk[i]]; !c.del {
+				if c := s.changes[s.pending[pk[i]]]; !c.del {
 					if !yield(state.KV{Key: keyBytes(pk[i]), Value: c.val}, nil) {
 						return false
 					}
@@ -142,7 +164,7 @@ func (s *store) Range(start, end []byte) iter.Seq2[state.KV, error] {
 				return false
 			}
 			if i < len(pk) && pk[i] == e.key { // overwritten or deleted
-				c := s.pending[pk[i]]
+				c := s.changes[s.pending[pk[i]]]
 				i++
 				if c.del {
 					return true
@@ -198,19 +220,21 @@ func (s *store) Abort() {
 	}
 }
 
-// encodeDelta writes the pending changes, sorted by key.
-func (s *store) encodeDelta(w io.Writer, keys []string) (int64, error) {
+// encodeDelta writes the pending changes in first-write order.
+func (s *store) encodeDelta(w io.Writer) (int64, error) {
 	cw := &countingWriter{w: w}
 	bw := bufio.NewWriterSize(cw, 256<<10)
 	rw := recordWriter{w: bw}
-	for _, k := range keys {
-		c := s.pending[k]
-		if c.del {
+	for i := range s.changes {
+		c := &s.changes[i]
+		switch {
+		case c.noop:
+		case c.del:
 			bw.WriteByte(opDelete)
-			rw.str(k)
-		} else {
+			rw.str(c.key)
+		default:
 			bw.WriteByte(opPut)
-			rw.str(k)
+			rw.str(c.key)
 			rw.bytes(c.val)
 		}
 	}
@@ -227,30 +251,64 @@ func (s *store) Commit(ctx context.Context) (int64, error) {
 	defer s.release()
 	next := s.version + 1
 	name := DeltaName(s.p.dir, next)
-	keys := s.sortedPending(nil, nil)
-	err := frame.Put(ctx, s.p.s, name, frame.KindDelta, deltaVersion, storage.PutOptions{IfAbsent: true}, func(w io.Writer) error {
-		n, err := s.encodeDelta(w, keys)
+	p := s.p
+
+	// While the delta is written and fsynced, apply the changes to an O(1)
+	// copy of the ordered index on another core; it replaces the index only
+	// if the delta is durable.
+	p.mu.Lock()
+	tree := s.base.t.Copy()
+	p.mu.Unlock()
+	treeDone := make(chan struct{})
+	go func() {
+		defer close(treeDone)
+		for i := range s.changes {
+			switch c := &s.changes[i]; {
+			case c.noop:
+			case c.del:
+				tree.Delete(entry{key: c.key})
+			default:
+				tree.Set(entry{c.key, c.val})
+			}
+		}
+	}()
+
+	err := frame.Put(ctx, p.s, name, frame.KindDelta, deltaVersion, storage.PutOptions{IfAbsent: true}, func(w io.Writer) error {
+		n, err := s.encodeDelta(w)
 		s.written = n
 		return err
 	})
 	if errors.Is(err, storage.ErrExists) {
-		err = s.checkSameDelta(ctx, name, keys)
+		err = s.checkSameDelta(ctx, name)
 	}
+	<-treeDone
 	if err != nil {
-		return 0, fmt.Errorf("state: commit version %d of %s: %w", next, s.p.dir, err)
+		return 0, fmt.Errorf("state: commit version %d of %s: %w", next, p.dir, err)
 	}
-	s.p.counters.deltaBytes.Add(s.written)
+	p.counters.deltaBytes.Add(s.written)
 
-	p := s.p
 	p.mu.Lock()
-	for _, k := range keys {
-		if c := s.pending[k]; c.del {
-			s.base.del(k)
-		} else {
-			s.base.put(k, c.val)
+	t := s.base
+	t.t = tree
+	for i := range s.changes {
+		switch c := &s.changes[i]; {
+		case c.noop:
+		case c.del:
+			if old, ok := t.m[c.key]; ok {
+				t.bytes -= int64(len(c.key) + len(old))
+				delete(t.m, c.key)
+			}
+		default:
+			if old, ok := t.m[c.key]; ok {
+				t.bytes -= int64(len(old))
+			} else {
+				t.bytes += int64(len(c.key))
+			}
+			t.bytes += int64(len(c.val))
+			t.m[c.key] = c.val
 		}
 	}
-	s.base.version = next
+	t.version = next
 	p.deltas[next] = true
 	p.latest = max(p.latest, next)
 	due := next-p.lastSnapshotLocked() >= int64(p.opts.SnapshotInterval)
@@ -267,10 +325,10 @@ func (s *store) Commit(ctx context.Context) (int64, error) {
 // checkSameDelta handles a delta that already exists: a replay of a lost
 // batch writes the same bytes and is accepted; anything else is a second
 // writer.
-func (s *store) checkSameDelta(ctx context.Context, name string, keys []string) error {
+func (s *store) checkSameDelta(ctx context.Context, name string) error {
 	var want bytes.Buffer
 	fw := frame.NewWriter(&want, frame.KindDelta, deltaVersion)
-	s.encodeDelta(fw, keys)
+	s.encodeDelta(fw)
 	fw.Close()
 	got, err := storage.GetBytes(ctx, s.p.s, name)
 	if err != nil {
