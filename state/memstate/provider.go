@@ -168,6 +168,7 @@ func (p *Provider) GetReadStore(ctx context.Context, version int64) (state.ReadS
 	defer p.mu.Unlock()
 	t := p.cur
 	if t != nil && t.version == version {
+		t.syncIndex()
 		t = &table{version: t.version, t: t.t.Copy(), bytes: t.bytes}
 	} else {
 		var err error
@@ -318,6 +319,7 @@ func (p *Provider) snapshotIfDue(ctx context.Context) error {
 		return nil
 	}
 	v := cur.version
+	cur.syncIndex()
 	tree := cur.t.Copy() // O(1); the writer goes on while we write
 	p.mu.Unlock()
 
@@ -451,7 +453,7 @@ func (r *readStore) Get(key []byte) ([]byte, bool, error) {
 	if r.released.Load() {
 		return nil, false, state.ErrStoreClosed
 	}
-	v, ok := r.t.get(string(key))
+	v, ok := r.t.get(keyString(key))
 	return v, ok, nil
 }
 

@@ -70,7 +70,7 @@ func (s *store) Get(key []byte) ([]byte, bool, error) {
 	if s.st.Load() != stateOpen {
 		return nil, false, s.closedErr("get")
 	}
-	v, ok := s.lookup(string(key))
+	v, ok := s.lookup(keyString(key)) // a view: lookups do not retain the key
 	return v, ok, nil
 }
 
@@ -78,8 +78,8 @@ func (s *store) Put(key, value []byte) error {
 	if s.st.Load() != stateOpen {
 		return s.closedErr("put")
 	}
-	k := string(key)
-	old, existed := s.lookup(k)
+	old, existed := s.lookup(keyString(key))
+	k := string(key) // the copy the store keeps
 	if existed {
 		s.bytes -= int64(len(old))
 	} else {
@@ -143,6 +143,9 @@ func (s *store) Range(start, end []byte) iter.Seq2[state.KV, error] {
 			yield(state.KV{}, s.closedErr("range"))
 			return
 		}
+		s.p.mu.Lock()
+		s.base.syncIndex() // the index may be behind the last commits
+		s.p.mu.Unlock()
 		pk := s.sortedPending(start, end)
 		i := 0
 		// emit yields pending writes with keys below limit ("" and
@@ -253,23 +256,46 @@ func (s *store) Commit(ctx context.Context) (int64, error) {
 	name := DeltaName(s.p.dir, next)
 	p := s.p
 
-	// While the delta is written and fsynced, apply the changes to an O(1)
-	// copy of the ordered index on another core; it replaces the index only
-	// if the delta is durable.
-	p.mu.Lock()
-	tree := s.base.t.Copy()
-	p.mu.Unlock()
-	treeDone := make(chan struct{})
+	// While the delta is written and fsynced, apply the changes to the
+	// point-lookup map on another core, keeping what they replace: if the
+	// delta does not become durable, the map is put back. The ordered index
+	// catches up later (table.syncIndex), when something needs order.
+	t := s.base
+	type undo struct {
+		key     string
+		old     []byte
+		existed bool
+	}
+	var (
+		undos     []undo
+		bytesDiff int64
+	)
+	mapDone := make(chan struct{})
 	go func() {
-		defer close(treeDone)
+		defer close(mapDone)
+		undos = make([]undo, 0, len(s.changes))
 		for i := range s.changes {
-			switch c := &s.changes[i]; {
-			case c.noop:
-			case c.del:
-				tree.Delete(entry{key: c.key})
-			default:
-				tree.Set(entry{c.key, c.val})
+			c := &s.changes[i]
+			if c.noop {
+				continue
 			}
+			old, existed := t.m[c.key]
+			undos = append(undos, undo{c.key, old, existed})
+			if existed {
+				bytesDiff -= int64(len(old))
+			}
+			if c.del {
+				if existed {
+					bytesDiff -= int64(len(c.key))
+					delete(t.m, c.key)
+				}
+				continue
+			}
+			if !existed {
+				bytesDiff += int64(len(c.key))
+			}
+			bytesDiff += int64(len(c.val))
+			t.m[c.key] = c.val
 		}
 	}()
 
@@ -281,33 +307,22 @@ func (s *store) Commit(ctx context.Context) (int64, error) {
 	if errors.Is(err, storage.ErrExists) {
 		err = s.checkSameDelta(ctx, name)
 	}
-	<-treeDone
+	<-mapDone
 	if err != nil {
+		for i := len(undos) - 1; i >= 0; i-- {
+			if u := undos[i]; u.existed {
+				t.m[u.key] = u.old
+			} else {
+				delete(t.m, u.key)
+			}
+		}
 		return 0, fmt.Errorf("state: commit version %d of %s: %w", next, p.dir, err)
 	}
 	p.counters.deltaBytes.Add(s.written)
 
 	p.mu.Lock()
-	t := s.base
-	t.t = tree
-	for i := range s.changes {
-		switch c := &s.changes[i]; {
-		case c.noop:
-		case c.del:
-			if old, ok := t.m[c.key]; ok {
-				t.bytes -= int64(len(c.key) + len(old))
-				delete(t.m, c.key)
-			}
-		default:
-			if old, ok := t.m[c.key]; ok {
-				t.bytes -= int64(len(old))
-			} else {
-				t.bytes += int64(len(c.key))
-			}
-			t.bytes += int64(len(c.val))
-			t.m[c.key] = c.val
-		}
-	}
+	t.bytes += bytesDiff
+	t.addLag(s.changes)
 	t.version = next
 	p.deltas[next] = true
 	p.latest = max(p.latest, next)

@@ -1,6 +1,7 @@
 package memstate
 
 import (
+	"slices"
 	"strings"
 	"unsafe"
 
@@ -31,8 +32,46 @@ func newIndex() *index {
 type table struct {
 	version int64
 	m       map[string][]byte // nil in read-only tables
-	t       *index
-	bytes   int64 // sum of key and value lengths
+	t       *index            // behind m by the batches in lag
+	lag     [][]change        // committed batches not yet in t, oldest first
+	lagLen  int               // changes in lag
+	bytes   int64             // sum of key and value lengths
+}
+
+// syncIndex brings the ordered index up to date with the committed batches
+// that Commit left for later: each batch in key order, with a path hint, in
+// place (copy-on-write keeps earlier copies of the index intact). The
+// caller holds the provider's lock.
+func (t *table) syncIndex() {
+	for _, batch := range t.lag {
+		order := make([]int32, 0, len(batch))
+		for i := range batch {
+			if !batch[i].noop {
+				order = append(order, int32(i))
+			}
+		}
+		slices.SortFunc(order, func(a, b int32) int { return strings.Compare(batch[a].key, batch[b].key) })
+		var hint btree.PathHint
+		for _, i := range order {
+			if c := &batch[i]; c.del {
+				t.t.DeleteHint(entry{key: c.key}, &hint)
+			} else {
+				t.t.SetHint(entry{c.key, c.val}, &hint)
+			}
+		}
+	}
+	t.lag, t.lagLen = nil, 0
+}
+
+// addLag queues a committed batch for the index. The queue is bounded by
+// about the size of the state: past that, the index catches up now, so
+// memory stays proportional to the state even if nothing asks for order.
+func (t *table) addLag(batch []change) {
+	t.lag = append(t.lag, batch)
+	t.lagLen += len(batch)
+	if t.lagLen > len(t.m)+1<<16 {
+		t.syncIndex()
+	}
 }
 
 const btreeDegree = 32
@@ -73,7 +112,12 @@ func (t *table) del(key string) {
 	}
 }
 
-func (t *table) len() int { return t.t.Len() }
+func (t *table) len() int {
+	if t.m != nil {
+		return len(t.m)
+	}
+	return t.t.Len()
+}
 
 // load appends an entry whose key is greater than every key in the table
 // (a snapshot's next record) to the index only; buildMap adds the map after.
