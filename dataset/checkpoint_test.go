@@ -184,8 +184,16 @@ func TestCheckpointFaultAtEveryOperation(t *testing.T) {
 					t.Fatalf("%s: a checkpoint with a manifest reads back wrong: %v", label, err)
 				}
 			}
-			if err == nil && dir == "" {
-				t.Fatalf("%s: no error and no checkpoint", label)
+			if err == nil {
+				// Success: the checkpoint must be complete and readable.
+				s := newTestSession(t, Options{})
+				r, rerr := readCheckpointFrom[point](ctx, s, inner, dir)
+				if rerr != nil {
+					t.Fatalf("%s: Checkpoint succeeded but its checkpoint does not open: %v", label, rerr)
+				}
+				if got, rerr := r.Collect(ctx); rerr != nil || !slices.Equal(got, want) {
+					t.Fatalf("%s: Checkpoint succeeded but reads back wrong: %v", label, rerr)
+				}
 			}
 		}
 	}
