@@ -2,7 +2,10 @@ module github.com/cairn-data/cairn
 
 go 1.26
 
-require github.com/tidwall/btree v1.8.2
+require (
+	github.com/parquet-go/parquet-go v0.32.0
+	github.com/tidwall/btree v1.8.2
+)
 
 require (
 	github.com/andybalholm/brotli v1.1.1 // indirect
@@ -10,7 +13,6 @@ require (
 	github.com/klauspost/compress v1.17.9 // indirect
 	github.com/parquet-go/bitpack v1.0.0 // indirect
 	github.com/parquet-go/jsonlite v1.0.0 // indirect
-	github.com/parquet-go/parquet-go v0.32.0 // indirect
 	github.com/pierrec/lz4/v4 v4.1.21 // indirect
 	github.com/twpayne/go-geom v1.6.1 // indirect
 	golang.org/x/sys v0.38.0 // indirect

@@ -75,7 +75,11 @@ func (d *Dataset[T]) Explain() string {
 		if depth > 0 {
 			prefix = strings.Repeat("   ", depth-1) + "+- "
 		}
-		fmt.Fprintf(&b, "%s%s [%d partitions]\n", prefix, op, parts)
+		unit := "partitions"
+		if parts == 1 {
+			unit = "partition"
+		}
+		fmt.Fprintf(&b, "%s%s [%d %s]\n", prefix, op, parts, unit)
 		for _, p := range parents {
 			walk(p, depth+1)
 		}
@@ -188,7 +192,7 @@ type PartitionError struct {
 }
 
 func (e *PartitionError) Error() string {
-	return fmt.Sprintf("dataset: partition %d of %s: %v", e.Partition, e.Op, e.Err)
+	return fmt.Sprintf("dataset: partition %d of %s: %s", e.Partition, e.Op, strings.TrimPrefix(e.Err.Error(), "dataset: "))
 }
 
 func (e *PartitionError) Unwrap() error { return e.Err }

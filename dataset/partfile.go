@@ -172,8 +172,14 @@ func (w *partWriter[T]) abort(cause error) {
 }
 
 // readPart reads one part, checks its size and checksum against the
-// manifest, and emits its records.
-func readPart[T any](ctx context.Context, st storage.Storage, name, encoding string, info PartInfo, emit func(T) error) error {
+// manifest, and emits its records. parquet-go panics on some damaged
+// input; a panic becomes a corruption error naming the part.
+func readPart[T any](ctx context.Context, st storage.Storage, name, encoding string, info PartInfo, emit func(T) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &storage.CorruptError{Object: name, Offset: -1, Reason: fmt.Sprintf("parquet: %v", r)}
+		}
+	}()
 	data, err := storage.GetBytes(ctx, st, name)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {

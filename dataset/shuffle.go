@@ -33,7 +33,8 @@ type exchange[R any] struct {
 // get computes the exchange if needed: produce fills, for parent partition
 // p, the records bound for each output partition, in order. A failed
 // computation is not remembered, so a later action retries it.
-func (x *exchange[R]) get(ctx context.Context, s *Session, parentParts, n int, produce func(ctx context.Context, p int, out [][]R) error) ([][][]R, error) {
+func (x *exchange[R]) get(ctx context.Context, s *Session, parent *node, n int, produce func(ctx context.Context, p int, out [][]R) error) ([][][]R, error) {
+	_, parentParts, _ := parent.snapshot()
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.done {
@@ -43,7 +44,7 @@ func (x *exchange[R]) get(ctx context.Context, s *Session, parentParts, n int, p
 	err := runPartitions(ctx, s, parentParts, func(ctx context.Context, p int) error {
 		out := make([][]R, n)
 		if err := produce(ctx, p, out); err != nil {
-			return err
+			return partitionError(parent, p, err) // the input partition that failed
 		}
 		byParent[p] = out
 		return nil
@@ -93,10 +94,9 @@ func (s *Session) partitionsOr(n int) int {
 func (d *Dataset[T]) Repartition(n int) *Dataset[T] {
 	n = d.s.partitionsOr(n)
 	x := &exchange[T]{}
-	parent := d.NumPartitions()
 	return newDataset(d.s, "Repartition", n, []*node{d.n},
 		func(ctx context.Context, part int, emit func(T) error) error {
-			b, err := x.get(ctx, d.s, parent, n, func(ctx context.Context, p int, out [][]T) error {
+			b, err := x.get(ctx, d.s, d.n, n, func(ctx context.Context, p int, out [][]T) error {
 				j := p
 				return d.compute(ctx, p, func(t T) error {
 					out[j%n] = append(out[j%n], t)
@@ -141,10 +141,9 @@ func (o *ordered[K, V]) upsert(k K, v V, merge func(old, v V) V) {
 func ReduceByKey[K comparable, V any](d *Dataset[Pair[K, V]], f func(a, b V) V, n int) *Dataset[Pair[K, V]] {
 	n = d.s.partitionsOr(n)
 	x := &exchange[Pair[K, V]]{}
-	parent := d.NumPartitions()
 	return newDataset(d.s, "ReduceByKey", n, []*node{d.n},
 		func(ctx context.Context, part int, emit func(Pair[K, V]) error) error {
-			b, err := x.get(ctx, d.s, parent, n, func(ctx context.Context, p int, out [][]Pair[K, V]) error {
+			b, err := x.get(ctx, d.s, d.n, n, func(ctx context.Context, p int, out [][]Pair[K, V]) error {
 				local := newOrdered[K, V]()
 				if err := d.compute(ctx, p, func(kv Pair[K, V]) error {
 					local.upsert(kv.Key, kv.Value, f)
@@ -192,10 +191,9 @@ func hashRoute[K comparable, V any](d *Dataset[Pair[K, V]], n int) func(ctx cont
 func GroupByKey[K comparable, V any](d *Dataset[Pair[K, V]], n int) *Dataset[Pair[K, []V]] {
 	n = d.s.partitionsOr(n)
 	x := &exchange[Pair[K, V]]{}
-	parent := d.NumPartitions()
 	return newDataset(d.s, "GroupByKey", n, []*node{d.n},
 		func(ctx context.Context, part int, emit func(Pair[K, []V]) error) error {
-			b, err := x.get(ctx, d.s, parent, n, hashRoute(d, n))
+			b, err := x.get(ctx, d.s, d.n, n, hashRoute(d, n))
 			if err != nil {
 				return err
 			}
@@ -232,11 +230,11 @@ type LeftJoined[V, W any] struct {
 func joinExchange[K comparable, V, W any](left *Dataset[Pair[K, V]], right *Dataset[Pair[K, W]], n int) func(ctx context.Context, part int) ([][]Pair[K, V], [][]Pair[K, W], error) {
 	lx, rx := &exchange[Pair[K, V]]{}, &exchange[Pair[K, W]]{}
 	return func(ctx context.Context, part int) ([][]Pair[K, V], [][]Pair[K, W], error) {
-		lb, err := lx.get(ctx, left.s, left.NumPartitions(), n, hashRoute(left, n))
+		lb, err := lx.get(ctx, left.s, left.n, n, hashRoute(left, n))
 		if err != nil {
 			return nil, nil, err
 		}
-		rb, err := rx.get(ctx, right.s, right.NumPartitions(), n, hashRoute(right, n))
+		rb, err := rx.get(ctx, right.s, right.n, n, hashRoute(right, n))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -311,10 +309,9 @@ func LeftOuterJoin[K comparable, V, W any](left *Dataset[Pair[K, V]], right *Dat
 func Distinct[T comparable](d *Dataset[T], n int) *Dataset[T] {
 	n = d.s.partitionsOr(n)
 	x := &exchange[T]{}
-	parent := d.NumPartitions()
 	return newDataset(d.s, "Distinct", n, []*node{d.n},
 		func(ctx context.Context, part int, emit func(T) error) error {
-			b, err := x.get(ctx, d.s, parent, n, func(ctx context.Context, p int, out [][]T) error {
+			b, err := x.get(ctx, d.s, d.n, n, func(ctx context.Context, p int, out [][]T) error {
 				seen := map[T]bool{}
 				return d.compute(ctx, p, func(t T) error {
 					if !seen[t] {
@@ -363,10 +360,10 @@ func SortBy[T any, K cmp.Ordered](d *Dataset[T], key func(T) K, ascending bool, 
 		}
 		all := make([][]T, parent)
 		if err := runPartitions(ctx, d.s, parent, func(ctx context.Context, p int) error {
-			return d.compute(ctx, p, func(t T) error {
+			return partitionError(d.n, p, d.compute(ctx, p, func(t T) error {
 				all[p] = append(all[p], t)
 				return nil
-			})
+			}))
 		}); err != nil {
 			return err
 		}

@@ -159,13 +159,17 @@ func PutStream(ctx context.Context, s Storage, name string, opts PutOptions, wri
 		done <- err
 	}()
 	putErr := s.Put(ctx, name, pr, opts)
-	pr.CloseWithError(errors.New("storage: put ended")) // unblock a writer still writing
+	pr.CloseWithError(errPutEnded) // unblock a writer still writing
 	writeErr := <-done
-	if writeErr != nil {
+	if writeErr != nil && !(errors.Is(writeErr, errPutEnded) && putErr != nil) {
 		return writeErr
 	}
 	return putErr
 }
+
+// errPutEnded is what a PutStream writer sees when Put stopped reading;
+// the Put's own error is the one to report.
+var errPutEnded = errors.New("storage: put ended before the writer finished")
 
 // ctxReader makes long copies stop when the context is cancelled.
 type ctxReader struct {
