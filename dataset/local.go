@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/cairn-data/cairn/internal/frame"
+	"github.com/cairn-data/cairn/internal/iox"
 )
 
 // StorageLevel says where Persist keeps computed partitions.
@@ -198,13 +199,12 @@ func estimateBytes[T any](recs []T) int64 {
 		return 0
 	}
 	n := min(len(recs), 64)
-	var cw crcWriter
-	cw.w = io.Discard
+	cw := iox.CountingWriter{W: io.Discard}
 	enc := gob.NewEncoder(&cw)
 	for i := range n {
 		enc.Encode(&recs[i])
 	}
-	return cw.n * int64(len(recs)) / int64(n)
+	return cw.N * int64(len(recs)) / int64(n)
 }
 
 // Persist returns a dataset that keeps each partition the first time an

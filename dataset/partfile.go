@@ -13,6 +13,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/cairn-data/cairn/internal/frame"
+	"github.com/cairn-data/cairn/internal/iox"
 	"github.com/cairn-data/cairn/storage"
 )
 
@@ -24,8 +25,6 @@ const (
 
 // recordsVersion is the format version of framed gob parts.
 const recordsVersion = 1
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // encodingFor picks Parquet for struct types it can hold, gob otherwise.
 func encodingFor[T any]() string {
@@ -63,26 +62,12 @@ type PartInfo struct {
 	CRC32C  uint32 `json:"crc32c"`
 }
 
-// crcWriter counts and checksums the bytes of an object as it is written.
-type crcWriter struct {
-	w   io.Writer
-	n   int64
-	crc uint32
-}
-
-func (c *crcWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.crc = crc32.Update(c.crc, castagnoli, b[:n])
-	c.n += int64(n)
-	return n, err
-}
-
 // partWriter streams the records of one partition into one object.
 type partWriter[T any] struct {
 	name    string
 	pw      *io.PipeWriter
 	done    chan error
-	cw      *crcWriter
+	cw      *iox.CountingWriter
 	pq      *parquet.GenericWriter[T]
 	fw      *frame.Writer
 	enc     *gob.Encoder
@@ -105,7 +90,7 @@ func startPart[T any](ctx context.Context, st storage.Storage, name, encoding st
 		}
 		w.done <- err
 	}()
-	w.cw = &crcWriter{w: pw}
+	w.cw = &iox.CountingWriter{W: pw}
 	if encoding == encodingParquet {
 		w.pq = parquet.NewGenericWriter[T](w.cw, parquet.Compression(&parquet.Snappy))
 	} else {
@@ -162,7 +147,7 @@ func (w *partWriter[T]) finish() (PartInfo, error) {
 	if err := <-w.done; err != nil {
 		return PartInfo{}, fmt.Errorf("dataset: store %s: %w", w.name, err)
 	}
-	return PartInfo{Records: w.records, Bytes: w.cw.n, CRC32C: w.cw.crc}, nil
+	return PartInfo{Records: w.records, Bytes: w.cw.N, CRC32C: w.cw.CRC32}, nil
 }
 
 // abort discards the object: nothing is stored.
@@ -190,7 +175,7 @@ func readPart[T any](ctx context.Context, st storage.Storage, name, encoding str
 	if int64(len(data)) != info.Bytes {
 		return &storage.CorruptError{Object: name, Offset: -1, Reason: fmt.Sprintf("%d bytes, the manifest says %d", len(data), info.Bytes)}
 	}
-	if c := crc32.Checksum(data, castagnoli); c != info.CRC32C {
+	if c := crc32.Checksum(data, iox.Castagnoli); c != info.CRC32C {
 		return &storage.CorruptError{Object: name, Offset: -1, Reason: fmt.Sprintf("CRC32C %08x, the manifest says %08x", c, info.CRC32C)}
 	}
 	var n int64

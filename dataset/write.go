@@ -12,6 +12,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/compress"
 
+	"github.com/cairn-data/cairn/internal/iox"
 	"github.com/cairn-data/cairn/storage"
 )
 
@@ -180,18 +181,6 @@ func (d *Dataset[T]) WriteParquet(ctx context.Context, location string, opts Wri
 	})
 }
 
-// countingWriter counts the bytes written through it.
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}
-
 // writeParts is the protocol shared by the sinks: check and clear the
 // location, store one part per partition, then _SUCCESS. encode writes
 // partition p to w and returns its number of records and, on error,
@@ -221,9 +210,9 @@ func writeParts[T any](ctx context.Context, d *Dataset[T], location string, opts
 		name := fmt.Sprintf("%s%05d%s", partPrefix, p, ext)
 		var fromSource bool
 		err := storage.PutStream(ctx, st, name, storage.PutOptions{}, func(w io.Writer) error {
-			cw := &countingWriter{w: w}
+			cw := &iox.CountingWriter{W: w}
 			n, src, err := encode(ctx, cw, p)
-			records[p], sizes[p], fromSource = n, cw.n, src
+			records[p], sizes[p], fromSource = n, cw.N, src
 			return err
 		})
 		switch {

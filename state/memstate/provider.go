@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cairn-data/cairn/internal/frame"
+	"github.com/cairn-data/cairn/internal/iox"
 	"github.com/cairn-data/cairn/state"
 	"github.com/cairn-data/cairn/storage"
 )
@@ -326,7 +327,7 @@ func (p *Provider) snapshotIfDue(ctx context.Context) error {
 	name := SnapshotName(p.dir, v)
 	var written int64
 	err := frame.Put(ctx, p.s, name, frame.KindSnapshot, snapshotVersion, storage.PutOptions{}, func(w io.Writer) error {
-		cw := &countingWriter{w: w}
+		cw := &iox.CountingWriter{W: w}
 		bw := bufio.NewWriterSize(cw, 256<<10)
 		rw := recordWriter{w: bw}
 		tree.Scan(func(e entry) bool {
@@ -335,7 +336,7 @@ func (p *Provider) snapshotIfDue(ctx context.Context) error {
 			return true
 		})
 		err := bw.Flush()
-		written = cw.n
+		written = cw.N
 		return err
 	})
 	if err != nil {
@@ -426,17 +427,6 @@ func (p *Provider) customMetrics() map[string]int64 {
 		"loads":            p.counters.loads.Load(),
 		"loadMillis":       p.counters.loadNanos.Load() / 1e6,
 	}
-}
-
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n += int64(n)
-	return n, err
 }
 
 // readStore is a read-only view of one version.

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cairn-data/cairn/internal/frame"
+	"github.com/cairn-data/cairn/internal/iox"
 	"github.com/cairn-data/cairn/state"
 	"github.com/cairn-data/cairn/storage"
 )
@@ -225,7 +226,7 @@ func (s *store) Abort() {
 
 // encodeDelta writes the pending changes in first-write order.
 func (s *store) encodeDelta(w io.Writer) (int64, error) {
-	cw := &countingWriter{w: w}
+	cw := &iox.CountingWriter{W: w}
 	bw := bufio.NewWriterSize(cw, 256<<10)
 	rw := recordWriter{w: bw}
 	for i := range s.changes {
@@ -242,7 +243,7 @@ func (s *store) encodeDelta(w io.Writer) (int64, error) {
 		}
 	}
 	err := bw.Flush()
-	return cw.n, err
+	return cw.N, err
 }
 
 // Commit writes the delta of version Version()+1 with a conditional
