@@ -1,4 +1,3 @@
-// Package iox holds small io helpers shared by cairn's packages.
 package iox
 
 import (

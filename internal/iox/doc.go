@@ -1,0 +1,2 @@
+// Package iox holds small io helpers shared by cairn's packages.
+package iox
