@@ -35,13 +35,20 @@ type Provider struct {
 	kick   chan struct{}
 	closed atomic.Bool
 
-	mu       sync.Mutex
-	cur      *table // the latest table loaded for writing, with its map
-	writer   *store // the open writable store, if any
-	deltas   map[int64]bool
-	snaps    map[int64]bool
-	latest   int64
-	counters counters
+	// The indexer goroutine applies committed batches to the ordered index
+	// in the background (see table.go).
+	indexKick chan struct{}
+	indexStop chan struct{}
+	indexDone chan struct{}
+
+	mu        sync.Mutex
+	cur       *table // the latest table loaded for writing, with its map
+	writer    *store // the open writable store, if any
+	deltas    map[int64]bool
+	snaps     map[int64]bool
+	latest    int64
+	lastBatch int // changes in the last commit, to size the next store
+	counters  counters
 }
 
 type counters struct {
@@ -59,7 +66,35 @@ var (
 )
 
 // New returns an uninitialised provider; state.Open calls Init.
-func New() *Provider { return &Provider{kick: make(chan struct{}, 1)} }
+func New() *Provider {
+	return &Provider{kick: make(chan struct{}, 1), indexKick: make(chan struct{}, 1)}
+}
+
+// indexer applies queued batches to the ordered index of the latest
+// table, one batch per lock hold, off the commit path.
+func (p *Provider) indexer() {
+	defer close(p.indexDone)
+	for {
+		select {
+		case <-p.indexStop:
+			return
+		case <-p.indexKick:
+		}
+		for {
+			select {
+			case <-p.indexStop:
+				return
+			default:
+			}
+			p.mu.Lock()
+			did := p.cur != nil && p.cur.syncOne()
+			p.mu.Unlock()
+			if !did {
+				break
+			}
+		}
+	}
+}
 
 // DeltaName and SnapshotName give the object names of a version's files.
 func DeltaName(dir string, v int64) string    { return fmt.Sprintf("%s/%d.delta", dir, v) }
@@ -82,7 +117,12 @@ func ParseFileName(base string) (version int64, kind string, ok bool) {
 // Init implements state.Provider: it lists the store's files.
 func (p *Provider) Init(ctx context.Context, s storage.Storage, dir string, id state.StoreID, schema state.Schema, opts state.Options) error {
 	p.s, p.dir, p.id, p.opts = s, dir, id, opts.WithDefaults()
-	return p.refreshFiles(ctx)
+	if err := p.refreshFiles(ctx); err != nil {
+		return err
+	}
+	p.indexStop, p.indexDone = make(chan struct{}), make(chan struct{})
+	go p.indexer()
+	return nil
 }
 
 // refreshFiles rebuilds the index of delta and snapshot files from a List.
@@ -153,7 +193,8 @@ func (p *Provider) GetStore(ctx context.Context, version int64) (state.Store, er
 		}
 		p.cur = t
 	}
-	s := &store{p: p, base: p.cur, version: version, pending: map[string]int{},
+	s := &store{p: p, base: p.cur, version: version,
+		pending: make(map[string]int, p.lastBatch), changes: make([]change, 0, p.lastBatch),
 		keys: int64(p.cur.len()), bytes: p.cur.bytes}
 	p.writer = s
 	s.stopAfter = context.AfterFunc(ctx, s.Abort)
@@ -277,16 +318,19 @@ func (p *Provider) readDelta(ctx context.Context, v int64, t *table) error {
 		return fmt.Errorf("state: load %s: %w", name, err)
 	}
 	defer r.Close()
+	var batch []change
 	err = decodeDelta(r, name, func(key, value []byte, del bool) error {
-		if del {
-			t.del(keyString(key))
-		} else {
-			t.put(keyString(key), value)
-		}
+		batch = append(batch, change{key: keyString(key), val: value, del: del})
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("state: load %s: %w", name, err)
+	}
+	if t.m != nil { // a table for writing: the index catches up later
+		t.bytes += t.applyToMap(batch, nil)
+		t.addLag(batch)
+	} else {
+		t.bytes += t.applyToIndex(batch)
 	}
 	return nil
 }
@@ -413,6 +457,10 @@ func (p *Provider) Close() error {
 	p.mu.Unlock()
 	if w != nil {
 		w.Abort()
+	}
+	if p.indexStop != nil {
+		close(p.indexStop)
+		<-p.indexDone
 	}
 	return nil
 }

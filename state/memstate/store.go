@@ -262,42 +262,14 @@ func (s *store) Commit(ctx context.Context) (int64, error) {
 	// delta does not become durable, the map is put back. The ordered index
 	// catches up later (table.syncIndex), when something needs order.
 	t := s.base
-	type undo struct {
-		key     string
-		old     []byte
-		existed bool
-	}
 	var (
-		undos     []undo
+		undos     = make([]undo, 0, len(s.changes))
 		bytesDiff int64
 	)
 	mapDone := make(chan struct{})
 	go func() {
 		defer close(mapDone)
-		undos = make([]undo, 0, len(s.changes))
-		for i := range s.changes {
-			c := &s.changes[i]
-			if c.noop {
-				continue
-			}
-			old, existed := t.m[c.key]
-			undos = append(undos, undo{c.key, old, existed})
-			if existed {
-				bytesDiff -= int64(len(old))
-			}
-			if c.del {
-				if existed {
-					bytesDiff -= int64(len(c.key))
-					delete(t.m, c.key)
-				}
-				continue
-			}
-			if !existed {
-				bytesDiff += int64(len(c.key))
-			}
-			bytesDiff += int64(len(c.val))
-			t.m[c.key] = c.val
-		}
+		bytesDiff = t.applyToMap(s.changes, &undos)
 	}()
 
 	err := frame.Put(ctx, p.s, name, frame.KindDelta, deltaVersion, storage.PutOptions{IfAbsent: true}, func(w io.Writer) error {
@@ -310,13 +282,7 @@ func (s *store) Commit(ctx context.Context) (int64, error) {
 	}
 	<-mapDone
 	if err != nil {
-		for i := len(undos) - 1; i >= 0; i-- {
-			if u := undos[i]; u.existed {
-				t.m[u.key] = u.old
-			} else {
-				delete(t.m, u.key)
-			}
-		}
+		t.revertMap(undos)
 		return 0, fmt.Errorf("state: commit version %d of %s: %w", next, p.dir, err)
 	}
 	p.counters.deltaBytes.Add(s.written)
@@ -324,11 +290,19 @@ func (s *store) Commit(ctx context.Context) (int64, error) {
 	p.mu.Lock()
 	t.bytes += bytesDiff
 	t.addLag(s.changes)
+	for t.lagOverCap() { // the indexer fell behind: take the oldest batches on
+		t.syncOne()
+	}
+	p.lastBatch = len(s.changes)
 	t.version = next
 	p.deltas[next] = true
 	p.latest = max(p.latest, next)
 	due := next-p.lastSnapshotLocked() >= int64(p.opts.SnapshotInterval)
 	p.mu.Unlock()
+	select {
+	case p.indexKick <- struct{}{}:
+	default:
+	}
 	if due {
 		select {
 		case p.kick <- struct{}{}:

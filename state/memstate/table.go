@@ -38,39 +38,117 @@ type table struct {
 	bytes   int64             // sum of key and value lengths
 }
 
-// syncIndex brings the ordered index up to date with the committed batches
-// that Commit left for later: each batch in key order, with a path hint, in
-// place (copy-on-write keeps earlier copies of the index intact). The
-// caller holds the provider's lock.
-func (t *table) syncIndex() {
-	for _, batch := range t.lag {
-		order := make([]int32, 0, len(batch))
-		for i := range batch {
-			if !batch[i].noop {
-				order = append(order, int32(i))
-			}
-		}
-		slices.SortFunc(order, func(a, b int32) int { return strings.Compare(batch[a].key, batch[b].key) })
-		var hint btree.PathHint
-		for _, i := range order {
-			if c := &batch[i]; c.del {
-				t.t.DeleteHint(entry{key: c.key}, &hint)
-			} else {
-				t.t.SetHint(entry{c.key, c.val}, &hint)
-			}
-		}
-	}
-	t.lag, t.lagLen = nil, 0
+// A batch of committed changes reaches the two structures of a table at
+// different times: the map at Commit (applyToMap), the ordered index later
+// (applyToIndex), from the queue in lag, by the provider's indexer goroutine
+// or by whatever needs order first (syncIndex). Each batch lists a key at
+// most once. The caller holds the provider's lock, or owns the table.
+
+// undo records what applyToMap replaced, to put it back.
+type undo struct {
+	key     string
+	old     []byte
+	existed bool
 }
 
-// addLag queues a committed batch for the index. The queue is bounded by
-// about the size of the state: past that, the index catches up now, so
-// memory stays proportional to the state even if nothing asks for order.
+// applyToMap applies a batch to the map and returns the change in bytes.
+// With undos non-nil it records what it replaced there.
+func (t *table) applyToMap(batch []change, undos *[]undo) (bytesDiff int64) {
+	for i := range batch {
+		c := &batch[i]
+		if c.noop {
+			continue
+		}
+		old, existed := t.m[c.key]
+		if undos != nil {
+			*undos = append(*undos, undo{c.key, old, existed})
+		}
+		if existed {
+			bytesDiff -= int64(len(old))
+		}
+		if c.del {
+			if existed {
+				bytesDiff -= int64(len(c.key))
+				delete(t.m, c.key)
+			}
+			continue
+		}
+		if !existed {
+			bytesDiff += int64(len(c.key))
+		}
+		bytesDiff += int64(len(c.val))
+		t.m[c.key] = c.val
+	}
+	return bytesDiff
+}
+
+// revertMap puts back what applyToMap replaced.
+func (t *table) revertMap(undos []undo) {
+	for i := len(undos) - 1; i >= 0; i-- {
+		if u := undos[i]; u.existed {
+			t.m[u.key] = u.old
+		} else {
+			delete(t.m, u.key)
+		}
+	}
+}
+
+// applyToIndex applies a batch to the ordered index in key order, with a
+// path hint so that each change starts its search where the last ended
+// (random order is several times slower), and returns the change in bytes
+// as the index sees it.
+func (t *table) applyToIndex(batch []change) (bytesDiff int64) {
+	order := make([]int32, 0, len(batch))
+	for i := range batch {
+		if !batch[i].noop {
+			order = append(order, int32(i))
+		}
+	}
+	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(batch[a].key, batch[b].key) })
+	var hint btree.PathHint
+	for _, i := range order {
+		c := &batch[i]
+		if c.del {
+			if old, ok := t.t.DeleteHint(entry{key: c.key}, &hint); ok {
+				bytesDiff -= int64(len(old.key) + len(old.val))
+			}
+			continue
+		}
+		if old, ok := t.t.SetHint(entry{c.key, c.val}, &hint); ok {
+			bytesDiff -= int64(len(old.key) + len(old.val))
+		}
+		bytesDiff += int64(len(c.key) + len(c.val))
+	}
+	return bytesDiff
+}
+
+// addLag queues a batch already in the map for the index.
 func (t *table) addLag(batch []change) {
 	t.lag = append(t.lag, batch)
 	t.lagLen += len(batch)
-	if t.lagLen > len(t.m)+1<<16 {
-		t.syncIndex()
+}
+
+// lagOverCap reports whether the queue holds more changes than about the
+// size of the state; Commit then applies the oldest batches itself, so
+// memory stays proportional to the state when the indexer falls behind.
+func (t *table) lagOverCap() bool { return t.lagLen > len(t.m)+1<<16 }
+
+// syncOne applies the oldest queued batch to the index.
+func (t *table) syncOne() bool {
+	if len(t.lag) == 0 {
+		return false
+	}
+	batch := t.lag[0]
+	t.lag[0] = nil
+	t.lag = t.lag[1:]
+	t.lagLen -= len(batch)
+	t.applyToIndex(batch)
+	return true
+}
+
+// syncIndex brings the index up to date, for whatever needs order now.
+func (t *table) syncIndex() {
+	for t.syncOne() {
 	}
 }
 
@@ -91,25 +169,6 @@ func (t *table) get(key string) ([]byte, bool) {
 	}
 	e, ok := t.t.Get(entry{key: key})
 	return e.val, ok
-}
-
-func (t *table) put(key string, val []byte) {
-	if old, ok := t.t.Set(entry{key, val}); ok {
-		t.bytes -= int64(len(old.key) + len(old.val))
-	}
-	t.bytes += int64(len(key) + len(val))
-	if t.m != nil {
-		t.m[key] = val
-	}
-}
-
-func (t *table) del(key string) {
-	if old, ok := t.t.Delete(entry{key: key}); ok {
-		t.bytes -= int64(len(old.key) + len(old.val))
-	}
-	if t.m != nil {
-		delete(t.m, key)
-	}
 }
 
 func (t *table) len() int {
