@@ -83,9 +83,11 @@ func (d *Dataset[T]) Reduce(ctx context.Context, f func(a, b T) T) (T, bool, err
 }
 
 // ForEachPartition runs f on every partition, Parallelism at a time. f
-// gets the partition's records as an iterator; an error from f, or from
-// computing the records, fails the action.
-func (d *Dataset[T]) ForEachPartition(ctx context.Context, f func(ctx context.Context, part int, records iter.Seq[T]) error) error {
+// gets the partition's records as an iterator of (record, nil), ending with
+// (zero, err) if computing them fails: check it before acting on a
+// partition. An error from f, or from computing the records, fails the
+// action.
+func (d *Dataset[T]) ForEachPartition(ctx context.Context, f func(ctx context.Context, part int, records iter.Seq2[T, error]) error) error {
 	return runPartitions(ctx, d.s, d.NumPartitions(), func(ctx context.Context, p int) error {
 		var inErr error
 		err := f(ctx, p, d.records(ctx, p, &inErr))

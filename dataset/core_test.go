@@ -2,7 +2,9 @@ package dataset
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -138,5 +140,53 @@ func TestActionStopsWhenCancelled(t *testing.T) {
 	})
 	if _, err := d.Count(ctx); err != context.Canceled {
 		t.Fatalf("Count after cancel: err = %v, want context.Canceled", err)
+	}
+}
+
+// A function given a partition sees the partition's failure in its loop,
+// before it can act on a partial input.
+func TestPartitionFunctionsSeeInputErrors(t *testing.T) {
+	ctx := context.Background()
+	s := newTestSession(t, Options{Parallelism: 1})
+	boom := fmt.Errorf("record 5 is bad")
+	d := MapErr(FromSlice(s, make([]int, 10), 1), func(x int) (int, error) {
+		if x == 0 {
+			x = -1
+		}
+		return x, nil
+	})
+	n := 0
+	failing := MapErr(d, func(x int) (int, error) {
+		if n++; n == 5 {
+			return 0, boom
+		}
+		return x, nil
+	})
+	var sawErr error
+	actedOnPartial := false
+	err := failing.ForEachPartition(ctx, func(ctx context.Context, part int, recs iter.Seq2[int, error]) error {
+		count := 0
+		for _, err := range recs {
+			if err != nil {
+				sawErr = err
+				return err
+			}
+			count++
+		}
+		actedOnPartial = true // would commit a partial partition
+		return nil
+	})
+	if !errors.Is(err, boom) || !errors.Is(sawErr, boom) || actedOnPartial {
+		t.Fatalf("err = %v, seen in loop = %v, acted on partial input = %v", err, sawErr, actedOnPartial)
+	}
+	// The action fails even if the function ignores the error.
+	n = 0
+	err = failing.ForEachPartition(ctx, func(ctx context.Context, part int, recs iter.Seq2[int, error]) error {
+		for range recs {
+		}
+		return nil
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("ignored input error: err = %v, want %v", err, boom)
 	}
 }

@@ -110,18 +110,24 @@ var errStop = errors.New("dataset: stop")
 const checkEvery = 1024
 
 // records returns an iterator over one partition, for user functions that
-// take one (MapPartitions, ForEachPartition). Breaking out of the loop
-// stops the computation; an error of the computation is stored in *err.
-func (d *Dataset[T]) records(ctx context.Context, part int, errp *error) iter.Seq[T] {
-	return func(yield func(T) bool) {
+// take one (MapPartitions, ForEachPartition): each record with a nil
+// error, and, if computing the partition fails, a last item with the
+// error, so that the function sees the failure before it acts on a partial
+// partition. Breaking out of the loop stops the computation. The error is
+// also stored in *errp, so that the action fails even if the function
+// ignores it.
+func (d *Dataset[T]) records(ctx context.Context, part int, errp *error) iter.Seq2[T, error] {
+	return func(yield func(T, error) bool) {
 		err := d.compute(ctx, part, func(t T) error {
-			if !yield(t) {
+			if !yield(t, nil) {
 				return errStop
 			}
 			return nil
 		})
 		if err != nil && !errors.Is(err, errStop) {
 			*errp = err
+			var zero T
+			yield(zero, err)
 		}
 	}
 }

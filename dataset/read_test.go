@@ -713,7 +713,7 @@ func TestSkipBadRecordsCountsEachOnce(t *testing.T) {
 		t.Fatalf("Count = %d, %v", n, err)
 	}
 	check("after a second action")
-	err = d.ForEachPartition(ctx, func(ctx context.Context, part int, recs iter.Seq[ioRec]) error {
+	err = d.ForEachPartition(ctx, func(ctx context.Context, part int, recs iter.Seq2[ioRec, error]) error {
 		for range recs {
 			break
 		}
@@ -857,9 +857,9 @@ func TestSourcesCloseFilesAndStopWhenCancelled(t *testing.T) {
 		return err
 	})
 	for _, d := range []interface {
-		ForEachPartition(context.Context, func(context.Context, int, iter.Seq[ioRec]) error) error
+		ForEachPartition(context.Context, func(context.Context, int, iter.Seq2[ioRec, error]) error) error
 	}{jsonl, pq} {
-		if err := d.ForEachPartition(context.Background(), func(ctx context.Context, part int, recs iter.Seq[ioRec]) error {
+		if err := d.ForEachPartition(context.Background(), func(ctx context.Context, part int, recs iter.Seq2[ioRec, error]) error {
 			for range recs {
 				break
 			}

@@ -83,9 +83,11 @@ func FlatMap[T, U any](d *Dataset[T], f func(T) iter.Seq[U]) *Dataset[U] {
 }
 
 // MapPartitions replaces each partition with what f makes of it. f gets
-// the partition's records as an iterator and yields the output records, or
-// an error that fails the action.
-func MapPartitions[T, U any](d *Dataset[T], f func(ctx context.Context, part int, in iter.Seq[T]) iter.Seq2[U, error]) *Dataset[U] {
+// the partition's records as an iterator of (record, nil), ending with
+// (zero, err) if computing them fails, and yields the output records, or
+// an error that fails the action. A function with side effects must check
+// the input's error before it acts: a failed partition's input is partial.
+func MapPartitions[T, U any](d *Dataset[T], f func(ctx context.Context, part int, in iter.Seq2[T, error]) iter.Seq2[U, error]) *Dataset[U] {
 	return newDataset(d.s, "MapPartitions", d.NumPartitions(), []*node{d.n},
 		func(ctx context.Context, part int, emit func(U) error) error {
 			var inErr error
@@ -122,4 +124,12 @@ func Union[T any](first *Dataset[T], more ...*Dataset[T]) *Dataset[T] {
 			}
 			return fmt.Errorf("dataset: Union has no partition %d", part)
 		})
+}
+
+// FromFunc makes a dataset of `partitions` partitions whose records
+// produce emits, in order: the way to plug in a custom source. op names
+// the source in Explain. produce must be deterministic for the engine's
+// guarantees (replay, lazy checkpoints) to hold.
+func FromFunc[T any](s *Session, op string, partitions int, produce func(ctx context.Context, part int, emit func(T) error) error) *Dataset[T] {
+	return newDataset(s, op, partitions, nil, produce)
 }

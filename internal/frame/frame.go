@@ -40,6 +40,7 @@ const (
 	KindLease     Kind = 'L' // writer lease of a checkpoint location
 	KindManifest  Kind = 'M' // manifest of a dataset checkpoint
 	KindRecords   Kind = 'r' // records of a dataset partition (gob), for types Parquet cannot hold
+	KindQueryMeta Kind = 'Q' // metadata of a streaming query: ID and pinned settings
 )
 
 var kindNames = map[Kind]string{
@@ -50,6 +51,7 @@ var kindNames = map[Kind]string{
 	KindLease:     "lease",
 	KindManifest:  "checkpoint manifest",
 	KindRecords:   "partition records",
+	KindQueryMeta: "query metadata",
 }
 
 // Known reports whether this build of cairn knows the kind.

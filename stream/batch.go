@@ -1,0 +1,258 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cairn-data/cairn/dataset"
+	"github.com/cairn-data/cairn/state"
+	"github.com/cairn-data/cairn/storage"
+)
+
+// Batch is one micro-batch as its plan sees it: its ID, and what stateful
+// operators need.
+type Batch struct {
+	ID         int64
+	partitions int
+	dryRun     bool // planning only, to learn the operators
+	stores     *stores
+	ops        []OperatorInfo
+
+	mu        sync.Mutex
+	committed map[storeKey]state.Metrics // stores committed by this batch
+	release   []func()                   // run when the batch ends
+}
+
+// end releases what the batch kept in memory.
+func (b *Batch) end() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, f := range b.release {
+		f()
+	}
+	b.release = nil
+}
+
+func (b *Batch) register(op OperatorInfo) error {
+	for _, o := range b.ops {
+		if o.ID == op.ID {
+			return fmt.Errorf("stream: two stateful operators have ID %d; give each its own", op.ID)
+		}
+	}
+	b.ops = append(b.ops, op)
+	return nil
+}
+
+// checkCommitted verifies that every stateful operator committed its
+// store in every partition: the batch's commit entry promises it.
+func (b *Batch) checkCommitted() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, op := range b.ops {
+		for p := range b.partitions {
+			if _, ok := b.committed[storeKey{op.ID, p}]; !ok {
+				return fmt.Errorf("stream: batch %d: the sink did not compute every partition of stateful operator %d (partition %d is missing); a sink must consume the whole batch", b.ID, op.ID, p)
+			}
+		}
+	}
+	return nil
+}
+
+func (b *Batch) markCommitted(k storeKey, m state.Metrics) {
+	b.mu.Lock()
+	if b.committed == nil {
+		b.committed = map[storeKey]state.Metrics{}
+	}
+	b.committed[k] = m
+	b.mu.Unlock()
+}
+
+// stateMetrics sums the committed stores' figures per operator.
+func (b *Batch) stateMetrics() []OperatorProgress {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []OperatorProgress
+	for _, op := range b.ops {
+		o := OperatorProgress{Operator: op.ID}
+		for p := range b.partitions {
+			m := b.committed[storeKey{op.ID, p}]
+			o.Keys += m.Keys
+			o.MemoryBytes += m.MemoryBytes
+			o.BytesWritten += m.BytesWritten
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+type storeKey struct {
+	op   int64
+	part int
+}
+
+// stores keeps the state providers of a query open across batches.
+type stores struct {
+	st       storage.Storage
+	provider string
+	retain   int
+	mu       sync.Mutex
+	open     map[storeKey]state.Provider
+}
+
+func (s *stores) get(ctx context.Context, k storeKey, schema state.Schema) (state.Provider, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.open[k]; ok {
+		return p, nil
+	}
+	p, err := state.Open(ctx, s.provider, s.st, state.StoreID{Operator: k.op, Partition: int32(k.part)}, schema,
+		state.Options{RetainVersions: s.retain})
+	if err != nil {
+		return nil, err
+	}
+	s.open[k] = p
+	return p, nil
+}
+
+func (s *stores) close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, p := range s.open {
+		errs = append(errs, p.Close())
+	}
+	s.open = map[storeKey]state.Provider{}
+	return errors.Join(errs...)
+}
+
+// AggregateByKey keeps, per key, the merge of every value seen so far, in
+// state store op of the query, and outputs the keys this batch updated
+// with their new aggregate (Spark's update output mode). merge must be
+// associative and commutative. The codecs encode keys and values in the
+// state store; their schemas are pinned.
+func AggregateByKey[K comparable, V any](b *Batch, op int64, in *dataset.Dataset[dataset.Pair[K, V]], merge func(a, b V) V,
+	kc state.Codec[K], vc state.Codec[V]) (*dataset.Dataset[dataset.Pair[K, V]], error) {
+	schema := state.SchemaOf(kc, vc)
+	if err := b.register(OperatorInfo{ID: op, Kind: "AggregateByKey", KeySchema: schema.Key, ValueSchema: schema.Value}); err != nil {
+		return nil, err
+	}
+	reduced := dataset.ReduceByKey(in, merge, b.partitions)
+	if b.dryRun {
+		return reduced, nil
+	}
+	out := dataset.MapPartitions(reduced, func(ctx context.Context, part int, recs iter.Seq2[dataset.Pair[K, V], error]) iter.Seq2[dataset.Pair[K, V], error] {
+		return func(yield func(dataset.Pair[K, V], error) bool) {
+			updates, err := aggregate(ctx, b, storeKey{op, part}, schema, recs, merge, kc, vc)
+			if err != nil {
+				yield(dataset.Pair[K, V]{}, err)
+				return
+			}
+			for _, u := range updates {
+				if !yield(u, nil) {
+					return
+				}
+			}
+		}
+	})
+	// The stores commit while the partitions are computed: keep the output
+	// so that a sink that reads it twice does not commit twice.
+	kept := out.Persist(dataset.MemoryAndDisk)
+	b.mu.Lock()
+	b.release = append(b.release, kept.Unpersist)
+	b.mu.Unlock()
+	return kept, nil
+}
+
+// aggregate merges one partition of a batch into its state store, opened
+// at the version the previous batches left (version = batch ID), and
+// commits version ID+1. Nothing is committed unless the whole partition
+// was read. A replayed batch commits the same changes, which the store
+// accepts.
+func aggregate[K comparable, V any](ctx context.Context, b *Batch, k storeKey, schema state.Schema, recs iter.Seq2[dataset.Pair[K, V], error],
+	merge func(a, b V) V, kc state.Codec[K], vc state.Codec[V]) ([]dataset.Pair[K, V], error) {
+	p, err := b.stores.get(ctx, k, schema)
+	if err != nil {
+		return nil, err
+	}
+	st, err := p.GetStore(ctx, b.ID)
+	if err != nil {
+		return nil, fmt.Errorf("stream: batch %d: state of operator %d, partition %d: %w", b.ID, k.op, k.part, err)
+	}
+	defer st.Abort() // no-op after Commit
+	typed := state.NewTyped(st, kc, vc)
+	var updates []dataset.Pair[K, V]
+	for r, err := range recs {
+		if err != nil {
+			return nil, err
+		}
+		v := r.Value
+		if old, ok, err := typed.Get(r.Key); err != nil {
+			return nil, err
+		} else if ok {
+			v = merge(old, r.Value)
+		}
+		if err := typed.Put(r.Key, v); err != nil {
+			return nil, err
+		}
+		updates = append(updates, dataset.Pair[K, V]{Key: r.Key, Value: v})
+	}
+	m := st.Metrics()
+	if _, err := st.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("stream: batch %d: commit state of operator %d, partition %d: %w", b.ID, k.op, k.part, err)
+	}
+	m.BytesWritten = st.Metrics().BytesWritten
+	b.markCommitted(k, m)
+	return updates, nil
+}
+
+// OperatorProgress is the state of one stateful operator after a batch.
+type OperatorProgress struct {
+	Operator     int64
+	Keys         int64
+	MemoryBytes  int64
+	BytesWritten int64
+}
+
+// BatchProgress describes one committed batch, like Spark's
+// StreamingQueryProgress.
+type BatchProgress struct {
+	Batch     int64
+	Replay    bool // the batch was written ahead by an earlier run and replayed
+	Started   time.Time
+	Duration  time.Duration
+	InputRows int64
+	Phases    struct {
+		Plan       time.Duration // deciding the range
+		WriteAhead time.Duration // the offsets entry
+		Execute    time.Duration // running the plan, state commits and the sink
+		CommitLog  time.Duration // the commit entry
+	}
+	State []OperatorProgress
+}
+
+// RowsPerSecond is the batch's input rate.
+func (p BatchProgress) RowsPerSecond() float64 {
+	if p.Duration <= 0 {
+		return 0
+	}
+	return float64(p.InputRows) / p.Duration.Seconds()
+}
+
+func (p BatchProgress) attrs() []any {
+	attrs := []any{
+		slog.Int64("batch", p.Batch), slog.Bool("replay", p.Replay), slog.Int64("input_rows", p.InputRows),
+		slog.Float64("rows_per_s", p.RowsPerSecond()), slog.Duration("duration", p.Duration),
+		slog.Duration("plan", p.Phases.Plan), slog.Duration("write_ahead", p.Phases.WriteAhead),
+		slog.Duration("execute", p.Phases.Execute), slog.Duration("commit_log", p.Phases.CommitLog),
+	}
+	for _, o := range p.State {
+		attrs = append(attrs, slog.Group(fmt.Sprintf("operator_%d", o.Operator),
+			slog.Int64("state_keys", o.Keys), slog.Int64("state_bytes", o.MemoryBytes), slog.Int64("state_bytes_written", o.BytesWritten)))
+	}
+	return attrs
+}

@@ -1,0 +1,36 @@
+// Package stream runs micro-batch streaming queries with exactly-once
+// output across crashes, on the dataset engine and state stores.
+//
+// A Query reads a Source in batches, runs a Plan over each batch (dataset
+// transformations plus stateful operators such as AggregateByKey), and
+// hands the result to a Sink with the batch ID. Its checkpoint location
+// is laid out like Spark Structured Streaming's:
+//
+//	metadata                  query ID, creation time, cairn version, pinned settings
+//	offsets/<batch>           write-ahead: the batch's source range, written before it runs
+//	commits/<batch>           written after the batch's state and sink output are durable
+//	state/<op>/<partition>/   state stores, version = batch ID
+//	_lease/<generation>       the writer lease
+//
+// Invariants:
+//
+//  1. Write ahead, commit after. offsets/<b> exists before batch b reads a
+//     record; commits/<b> is written only after every state store of b is
+//     committed and the sink accepted b.
+//  2. Replay. On start, a batch in offsets but not in commits is run again
+//     with exactly its recorded range. Sources are deterministic by range,
+//     shuffles are deterministic, state stores accept a re-commit of the
+//     same changes, and sinks replace a batch by ID: the output is exactly
+//     once.
+//  3. One writer. A second live query on a location is refused by the
+//     lease; the logs' create-if-absent entries fence a writer that missed
+//     losing its lease.
+//  4. Pinned settings. Partitions, state provider, stateful operators,
+//     source and sink are recorded at the first start; a restart that
+//     changes one is refused with a *PinnedSettingError naming old and new.
+//
+// This is the first part of the streaming engine: watermarks, windows,
+// deduplication, arbitrary state with timeouts, stream-static joins, file
+// sources and sinks, triggers that drain, and an ordered metadata writer
+// come next.
+package stream

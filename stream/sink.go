@@ -1,0 +1,91 @@
+package stream
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/cairn-data/cairn/dataset"
+)
+
+// Sink is where a query writes each batch's output. AddBatch must be
+// idempotent by batch ID: a batch replayed after a crash is handed over
+// again with the same ID and the same records, and must replace, not
+// duplicate, what an earlier attempt wrote.
+type Sink[T any] interface {
+	// Identity names the sink, for the query's pinned settings.
+	Identity() string
+	// AddBatch writes the batch's records. The batch is committed only
+	// after AddBatch returns nil.
+	AddBatch(ctx context.Context, batchID int64, data *dataset.Dataset[T]) error
+}
+
+// ForEachBatch makes a sink of a function, like Spark's foreachBatch: the
+// function gets the batch ID to make its writes idempotent.
+func ForEachBatch[T any](identity string, fn func(ctx context.Context, batchID int64, data *dataset.Dataset[T]) error) Sink[T] {
+	return forEachBatch[T]{identity, fn}
+}
+
+type forEachBatch[T any] struct {
+	identity string
+	fn       func(ctx context.Context, batchID int64, data *dataset.Dataset[T]) error
+}
+
+func (f forEachBatch[T]) Identity() string { return f.identity }
+func (f forEachBatch[T]) AddBatch(ctx context.Context, batchID int64, data *dataset.Dataset[T]) error {
+	return f.fn(ctx, batchID, data)
+}
+
+// MemorySink keeps each batch's records in memory, replacing a batch that
+// is written again. For tests. Safe for concurrent use.
+type MemorySink[T any] struct {
+	name    string
+	mu      sync.Mutex
+	batches map[int64][]T
+	writes  int // AddBatch calls that succeeded, replays included
+}
+
+// NewMemorySink returns an empty sink.
+func NewMemorySink[T any](name string) *MemorySink[T] {
+	return &MemorySink[T]{name: name, batches: map[int64][]T{}}
+}
+
+// Identity implements Sink.
+func (m *MemorySink[T]) Identity() string { return "memory:" + m.name }
+
+// AddBatch implements Sink.
+func (m *MemorySink[T]) AddBatch(ctx context.Context, batchID int64, data *dataset.Dataset[T]) error {
+	recs, err := data.Collect(ctx)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.batches[batchID] = recs
+	m.writes++
+	m.mu.Unlock()
+	return nil
+}
+
+// Batches returns the batch IDs written, in order.
+func (m *MemorySink[T]) Batches() []int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Sorted(maps.Keys(m.batches))
+}
+
+// Batch returns the records of one batch.
+func (m *MemorySink[T]) Batch(id int64) []T {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.batches[id]
+}
+
+// All returns every record, batch by batch in order.
+func (m *MemorySink[T]) All() []T {
+	var out []T
+	for _, id := range m.Batches() {
+		out = append(out, m.Batch(id)...)
+	}
+	return out
+}
