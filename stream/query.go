@@ -225,6 +225,11 @@ func (q *Query[In, Out]) open(ctx context.Context) error {
 		return err
 	}
 	q.lease = lease
+	if cs, ok := q.src.(CheckpointedSource); ok {
+		if err := cs.Attach(ctx, q.st, "sources/0"); err != nil {
+			return fmt.Errorf("stream: attach source %s: %w", q.src.Identity(), err)
+		}
+	}
 	ops, err := q.operators()
 	if err != nil {
 		return err

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+
+	"github.com/cairn-data/cairn/storage"
 )
 
 // Offsets are the positions in a partitioned, offset-addressed source: for
@@ -25,6 +27,16 @@ type Source[T any] interface {
 	Available(ctx context.Context) (Offsets, error)
 	// Read emits the records of partition p in [from, to), in order.
 	Read(ctx context.Context, p int, from, to int64, emit func(T) error) error
+}
+
+// CheckpointedSource is an optional interface of a Source that keeps
+// state of its own in the query's checkpoint location (a file source
+// records which files it has taken, in order, so that offsets stay
+// meaningful across restarts). The query calls Attach once, at Start,
+// before anything else, with the prefix "sources/<i>" (i = 0 for the
+// query's one source). The source must write only under that prefix.
+type CheckpointedSource interface {
+	Attach(ctx context.Context, st storage.Storage, prefix string) error
 }
 
 // MemorySource is an in-memory source of records appended by the test or
