@@ -7,6 +7,7 @@ import (
 	"iter"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairn-data/cairn/dataset"
@@ -23,9 +24,35 @@ type Batch struct {
 	stores     *stores
 	ops        []OperatorInfo
 
+	watermark int64 // Unix ms; records before it are late
+	lateRows  atomic.Int64
+
 	mu        sync.Mutex
 	committed map[storeKey]state.Metrics // stores committed by this batch
 	release   []func()                   // run when the batch ends
+	maxEvent  map[int64]int64            // greatest event time seen, by operator
+}
+
+// Watermark returns the batch's watermark: records with an event time
+// before it are late.
+func (b *Batch) Watermark() time.Time { return time.UnixMilli(b.watermark).UTC() }
+
+func (b *Batch) observeEventTime(op, ms int64) {
+	b.mu.Lock()
+	if b.maxEvent == nil {
+		b.maxEvent = map[int64]int64{}
+	}
+	if cur, ok := b.maxEvent[op]; !ok || ms > cur {
+		b.maxEvent[op] = ms
+	}
+	b.mu.Unlock()
+}
+
+func (b *Batch) maxEventTime(op int64) (int64, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	v, ok := b.maxEvent[op]
+	return v, ok
 }
 
 // end releases what the batch kept in memory.
@@ -232,7 +259,9 @@ type BatchProgress struct {
 		Execute    time.Duration // running the plan, state commits and the sink
 		CommitLog  time.Duration // the commit entry
 	}
-	State []OperatorProgress
+	State     []OperatorProgress
+	Watermark int64 // the batch's watermark, Unix ms
+	LateRows  int64 // rows dropped as later than the watermark
 }
 
 // RowsPerSecond is the batch's input rate.
@@ -250,6 +279,7 @@ func (p BatchProgress) attrs() []any {
 		slog.Duration("plan", p.Phases.Plan), slog.Duration("write_ahead", p.Phases.WriteAhead),
 		slog.Duration("execute", p.Phases.Execute), slog.Duration("commit_log", p.Phases.CommitLog),
 	}
+	attrs = append(attrs, slog.Int64("watermark_ms", p.Watermark), slog.Int64("late_rows", p.LateRows))
 	for _, o := range p.State {
 		attrs = append(attrs, slog.Group(fmt.Sprintf("operator_%d", o.Operator),
 			slog.Int64("state_keys", o.Keys), slog.Int64("state_bytes", o.MemoryBytes), slog.Int64("state_bytes_written", o.BytesWritten)))

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	"sync"
 	"time"
 
@@ -73,6 +75,10 @@ type Trigger struct {
 	// UntilIdle processes what is available, then stops (Spark:
 	// Trigger.AvailableNow).
 	UntilIdle bool
+	// Drain is UntilIdle, and then one last batch with the watermark at
+	// infinity, so that every open window fires, before the query stops.
+	// A drained query treats any later input as late.
+	Drain bool
 }
 
 func (o Options) withDefaults() Options {
@@ -150,6 +156,11 @@ type OperatorInfo struct {
 	Kind        string `json:"kind"`
 	KeySchema   string `json:"key_schema"`
 	ValueSchema string `json:"value_schema"`
+	// WatermarkDelay (ms) for operators on event time.
+	WatermarkDelay *int64 `json:"watermark_delay_ms,omitempty"`
+	// Window size and slide (ms) for window operators.
+	WindowSize  int64 `json:"window_size_ms,omitempty"`
+	WindowSlide int64 `json:"window_slide_ms,omitempty"`
 }
 
 // OffsetsEntry is the write-ahead record of a batch: the range it reads,
@@ -159,12 +170,23 @@ type OffsetsEntry struct {
 	Start     Offsets `json:"start"`
 	End       Offsets `json:"end"`
 	Timestamp int64   `json:"timestamp_ms"`
+	// Watermark is the event time (Unix ms) before which the batch treats
+	// records as late and after which its windows close; fixed here so a
+	// replay uses the same one. math.MaxInt64 in a drain batch.
+	Watermark int64 `json:"watermark_ms"`
 }
 
 // CommitEntry is written once a batch's state and sink output are durable.
 type CommitEntry struct {
 	Batch     int64 `json:"batch"`
 	Committed int64 `json:"committed_ms"`
+	// MaxEventTime is the greatest event time (Unix ms) each operator with
+	// a watermark has seen so far, by operator ID.
+	MaxEventTime map[int64]int64 `json:"max_event_time_ms,omitempty"`
+	// NextWatermark is the watermark of the next batch: the smallest over
+	// operators of max event time minus the operator's delay, never
+	// decreasing (Spark's default multiple-watermark policy, "min").
+	NextWatermark int64 `json:"next_watermark_ms"`
 }
 
 // Plan builds a batch's output from its input, with the transformations
@@ -328,7 +350,7 @@ func (q *Query[In, Out]) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if !ran && q.opts.Trigger.UntilIdle {
+		if !ran && (q.opts.Trigger.UntilIdle || q.opts.Trigger.Drain) {
 			return nil
 		}
 		wait := q.opts.Trigger.Interval - time.Since(start)
@@ -378,7 +400,7 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 		func(ctx context.Context, part int, emit func(In) error) error {
 			return q.src.Read(ctx, part, entry.Start[part], entry.End[part], emit)
 		})
-	b := &Batch{ID: entry.Batch, partitions: q.opts.Partitions, stores: q.stores}
+	b := &Batch{ID: entry.Batch, partitions: q.opts.Partitions, stores: q.stores, watermark: entry.Watermark}
 	defer b.end()
 	out, err := q.plan(b, in)
 	if err != nil {
@@ -393,7 +415,11 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 	}
 
 	phase = time.Now()
-	data, _ := json.Marshal(CommitEntry{Batch: entry.Batch, Committed: time.Now().UnixMilli()})
+	ce, err := q.commitEntry(ctx, entry, b)
+	if err != nil {
+		return false, err
+	}
+	data, _ := json.Marshal(ce)
 	if err := q.commits.Add(ctx, entry.Batch, data); err != nil {
 		return false, fmt.Errorf("stream: commit batch %d: %w", entry.Batch, err)
 	}
@@ -411,6 +437,8 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 	}
 	p.Duration = time.Since(p.Started)
 	p.State = b.stateMetrics()
+	p.Watermark = entry.Watermark
+	p.LateRows = b.lateRows.Load()
 	q.record(p)
 	return true, nil
 }
@@ -427,6 +455,14 @@ func (q *Query[In, Out]) nextBatch(ctx context.Context) (*OffsetsEntry, bool, er
 		return nil, false, fmt.Errorf("stream: %s: offsets run to batch %d but commits only to %d: more than one batch is pending, which one writer never leaves; the checkpoint location is damaged", q.st.Location(), lastOff, lastCommit)
 	}
 	var prev *OffsetsEntry
+	var prevCommit CommitEntry
+	if hasCommit {
+		c, err := q.readCommit(ctx, lastCommit)
+		if err != nil {
+			return nil, false, err
+		}
+		prevCommit = *c
+	}
 	if hasOff {
 		e, err := q.readOffsets(ctx, lastOff)
 		if err != nil {
@@ -441,7 +477,8 @@ func (q *Query[In, Out]) nextBatch(ctx context.Context) (*OffsetsEntry, bool, er
 	if err != nil {
 		return nil, false, fmt.Errorf("stream: source %s: %w", q.src.Identity(), err)
 	}
-	next := &OffsetsEntry{Start: make(Offsets, len(avail)), End: make(Offsets, len(avail)), Timestamp: time.Now().UnixMilli()}
+	next := &OffsetsEntry{Start: make(Offsets, len(avail)), End: make(Offsets, len(avail)), Timestamp: time.Now().UnixMilli(),
+		Watermark: prevCommit.NextWatermark}
 	if prev != nil {
 		if len(prev.End) != len(avail) {
 			return nil, false, fmt.Errorf("stream: source %s had %d partitions and now has %d; cairn does not follow partition changes yet", q.src.Identity(), len(prev.End), len(avail))
@@ -462,9 +499,57 @@ func (q *Query[In, Out]) nextBatch(ctx context.Context) (*OffsetsEntry, bool, er
 		more = more || end > next.Start[p]
 	}
 	if !more {
+		if q.opts.Trigger.Drain && prev != nil && prev.Watermark != math.MaxInt64 {
+			next.Watermark = math.MaxInt64 // one last batch that closes every window
+			return next, false, nil
+		}
 		return nil, false, nil
 	}
 	return next, false, nil
+}
+
+// commitEntry computes a batch's commit entry: the operators' greatest
+// event times so far, and the next batch's watermark.
+func (q *Query[In, Out]) commitEntry(ctx context.Context, entry *OffsetsEntry, b *Batch) (CommitEntry, error) {
+	ce := CommitEntry{Batch: entry.Batch, Committed: time.Now().UnixMilli(), MaxEventTime: map[int64]int64{}, NextWatermark: entry.Watermark}
+	if entry.Batch > 0 {
+		prev, err := q.readCommit(ctx, entry.Batch-1)
+		if err != nil {
+			return ce, err
+		}
+		maps.Copy(ce.MaxEventTime, prev.MaxEventTime)
+	}
+	candidate, have := int64(math.MaxInt64), false
+	for _, op := range b.ops {
+		if op.WatermarkDelay == nil {
+			continue
+		}
+		if seen, ok := b.maxEventTime(op.ID); ok {
+			ce.MaxEventTime[op.ID] = max(ce.MaxEventTime[op.ID], seen)
+		}
+		if seen, ok := ce.MaxEventTime[op.ID]; ok {
+			candidate, have = min(candidate, seen-*op.WatermarkDelay), true
+		} else {
+			have = false // an operator that has seen nothing holds the watermark back
+			break
+		}
+	}
+	if have && candidate > ce.NextWatermark {
+		ce.NextWatermark = candidate
+	}
+	return ce, nil
+}
+
+func (q *Query[In, Out]) readCommit(ctx context.Context, id int64) (*CommitEntry, error) {
+	data, err := q.commits.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	var c CommitEntry
+	if err := json.Unmarshal(data, &c); err != nil || c.Batch != id {
+		return nil, &storage.CorruptError{Object: q.commits.Object(id), Offset: -1, Reason: "not a valid commit entry"}
+	}
+	return &c, nil
 }
 
 func (q *Query[In, Out]) readOffsets(ctx context.Context, id int64) (*OffsetsEntry, error) {
