@@ -1,0 +1,126 @@
+package stream
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"iter"
+	"time"
+
+	"github.com/cairn-data/cairn/dataset"
+	"github.com/cairn-data/cairn/state"
+)
+
+// DropDuplicates keeps the first record of each key and drops the records
+// with the same key that follow within the watermark delay, like Spark's
+// dropDuplicatesWithinWatermark: a key is remembered until the watermark
+// passes its first event time plus delay, then forgotten, so state stays
+// bounded. Records later than the watermark are dropped and counted.
+// Within a batch, the first record of a key in partition order wins.
+//
+// State layout, per key: "k" + key -> expiry, and "e" + expiry + key ->
+// nothing, so that expiry is an ordered scan of the "e" range.
+func DropDuplicates[T any, K comparable](b *Batch, op int64, in *dataset.Dataset[T], delay time.Duration,
+	eventTime func(T) time.Time, key func(T) K, kc state.Codec[K]) (*dataset.Dataset[T], error) {
+	if delay < 0 {
+		return nil, fmt.Errorf("stream: watermark delay of operator %d is %v; it must not be negative", op, delay)
+	}
+	delayMs := delay.Milliseconds()
+	schema := state.Schema{Key: "dedup+" + kc.Schema(), Value: "expiry"}
+	if err := b.register(OperatorInfo{ID: op, Kind: "DropDuplicates", KeySchema: schema.Key, ValueSchema: schema.Value, WatermarkDelay: &delayMs}); err != nil {
+		return nil, err
+	}
+	watermark := b.watermark
+	keyed := dataset.Map(in.Filter(func(t T) bool {
+		ms := eventTime(t).UnixMilli()
+		b.observeEventTime(op, ms)
+		if ms < watermark {
+			b.lateRows.Add(1)
+			return false
+		}
+		return true
+	}), func(t T) dataset.Pair[K, T] { return dataset.KV(key(t), t) })
+	// Route each key to its state partition; GroupByKey keeps arrival order.
+	grouped := dataset.GroupByKey(keyed, b.partitions)
+	if b.dryRun {
+		return dataset.Map(grouped, func(dataset.Pair[K, []T]) T { var zero T; return zero }), nil
+	}
+	out := dataset.MapPartitions(grouped, func(ctx context.Context, part int, recs iter.Seq2[dataset.Pair[K, []T], error]) iter.Seq2[T, error] {
+		return func(yield func(T, error) bool) {
+			firsts, err := dedupPartition(ctx, b, storeKey{op, part}, schema, recs, delayMs, watermark, eventTime, kc)
+			if err != nil {
+				var zero T
+				yield(zero, err)
+				return
+			}
+			for _, t := range firsts {
+				if !yield(t, nil) {
+					return
+				}
+			}
+		}
+	})
+	kept := out.Persist(dataset.MemoryAndDisk)
+	b.mu.Lock()
+	b.release = append(b.release, kept.Unpersist)
+	b.mu.Unlock()
+	return kept, nil
+}
+
+func dedupPartition[T any, K comparable](ctx context.Context, b *Batch, k storeKey, schema state.Schema,
+	recs iter.Seq2[dataset.Pair[K, []T], error], delayMs, watermark int64, eventTime func(T) time.Time, kc state.Codec[K]) ([]T, error) {
+	p, err := b.stores.get(ctx, k, schema)
+	if err != nil {
+		return nil, err
+	}
+	st, err := p.GetStore(ctx, b.ID)
+	if err != nil {
+		return nil, fmt.Errorf("stream: batch %d: state of operator %d, partition %d: %w", b.ID, k.op, k.part, err)
+	}
+	defer st.Abort()
+	ms := func(v int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(v)^(1<<63)) }
+	var firsts []T
+	for r, err := range recs {
+		if err != nil {
+			return nil, err
+		}
+		kk := kc.Append([]byte{'k'}, r.Key)
+		if _, seen, err := st.Get(kk); err != nil {
+			return nil, err
+		} else if seen {
+			continue
+		}
+		first := r.Value[0]
+		expiry := eventTime(first).UnixMilli() + delayMs
+		if err := st.Put(kk, ms(expiry)); err != nil {
+			return nil, err
+		}
+		if err := st.Put(append(append([]byte{'e'}, ms(expiry)...), kk[1:]...), nil); err != nil {
+			return nil, err
+		}
+		firsts = append(firsts, first)
+	}
+	// Forget the keys whose expiry the watermark has passed.
+	var expired [][]byte
+	for kv, err := range st.Range([]byte{'e'}, append([]byte{'e'}, ms(watermark)...)) {
+		if err != nil {
+			return nil, err
+		}
+		expired = append(expired, append([]byte(nil), kv.Key...))
+	}
+	for _, e := range expired {
+		if err := st.Delete(e); err != nil {
+			return nil, err
+		}
+		if err := st.Delete(append([]byte{'k'}, e[9:]...)); err != nil {
+			return nil, err
+		}
+	}
+	m := st.Metrics()
+	if _, err := st.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("stream: batch %d: commit state of operator %d, partition %d: %w", b.ID, k.op, k.part, err)
+	}
+	m.BytesWritten = st.Metrics().BytesWritten
+	b.markCommitted(k, m)
+	return firsts, nil
+}
