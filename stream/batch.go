@@ -262,6 +262,9 @@ type BatchProgress struct {
 	State     []OperatorProgress
 	Watermark int64 // the batch's watermark, Unix ms
 	LateRows  int64 // rows dropped as later than the watermark
+	// MetadataQueue is the number of metadata writes still queued when the
+	// batch ended: above zero, checkpointing is behind the batches.
+	MetadataQueue int
 }
 
 // RowsPerSecond is the batch's input rate.
@@ -279,7 +282,7 @@ func (p BatchProgress) attrs() []any {
 		slog.Duration("plan", p.Phases.Plan), slog.Duration("write_ahead", p.Phases.WriteAhead),
 		slog.Duration("execute", p.Phases.Execute), slog.Duration("commit_log", p.Phases.CommitLog),
 	}
-	attrs = append(attrs, slog.Int64("watermark_ms", p.Watermark), slog.Int64("late_rows", p.LateRows))
+	attrs = append(attrs, slog.Int64("watermark_ms", p.Watermark), slog.Int64("late_rows", p.LateRows), slog.Int("metadata_queue", p.MetadataQueue))
 	for _, o := range p.State {
 		attrs = append(attrs, slog.Group(fmt.Sprintf("operator_%d", o.Operator),
 			slog.Int64("state_keys", o.Keys), slog.Int64("state_bytes", o.MemoryBytes), slog.Int64("state_bytes_written", o.BytesWritten)))

@@ -210,6 +210,14 @@ type Query[In, Out any] struct {
 	meta    Metadata
 	session *dataset.Session
 	stores  *stores
+	writer  *metaWriter
+
+	// What the logs hold, kept here because commit entries are written
+	// behind the batches: the last batch written ahead, whether it is still
+	// pending (not committed), and the last commit entry.
+	lastOffsets *OffsetsEntry
+	pending     bool
+	lastCommit  *CommitEntry
 
 	mu       sync.Mutex
 	progress []BatchProgress
@@ -267,6 +275,10 @@ func (q *Query[In, Out]) open(ctx context.Context) error {
 	if q.commits, err = metalog.Open(ctx, q.st, CommitsLog); err != nil {
 		return err
 	}
+	if err := q.recoverPosition(ctx); err != nil {
+		return err
+	}
+	q.writer = newMetaWriter(q.opts.Logger)
 	session, err := dataset.NewSession(dataset.Options{Parallelism: q.opts.Parallelism, Partitions: q.opts.Partitions, Logger: q.opts.Logger})
 	if err != nil {
 		return err
@@ -351,7 +363,7 @@ func (q *Query[In, Out]) Run(ctx context.Context) error {
 			return err
 		}
 		if !ran && (q.opts.Trigger.UntilIdle || q.opts.Trigger.Drain) {
-			return nil
+			return q.writer.flush() // done only once the last commit entry is durable
 		}
 		wait := q.opts.Trigger.Interval - time.Since(start)
 		if !ran && wait <= 0 {
@@ -378,6 +390,9 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("stream: stopped: %w", q.lease.Err())
 	default:
 	}
+	if err := q.writer.failed(); err != nil {
+		return false, err // a metadata write behind the batches failed: restart to recover
+	}
 	p := BatchProgress{Started: time.Now()}
 	phase := time.Now()
 	entry, replay, err := q.nextBatch(ctx)
@@ -389,9 +404,13 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 	if !replay {
 		phase = time.Now()
 		data, _ := json.Marshal(entry)
-		if err := q.offsets.Add(ctx, entry.Batch, data); err != nil {
-			return false, fmt.Errorf("stream: write ahead batch %d: %w", entry.Batch, err)
+		written := q.writer.submit(fmt.Sprintf("write ahead batch %d", entry.Batch), func(ctx context.Context) error {
+			return q.offsets.Add(ctx, entry.Batch, data)
+		})
+		if err := <-written; err != nil { // the range must be durable before the batch reads
+			return false, err
 		}
+		q.lastOffsets, q.pending = entry, true
 		p.Phases.WriteAhead = time.Since(phase)
 	}
 
@@ -415,23 +434,23 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 	}
 
 	phase = time.Now()
-	ce, err := q.commitEntry(ctx, entry, b)
-	if err != nil {
-		return false, err
-	}
+	ce := q.commitEntry(entry, b)
 	data, _ := json.Marshal(ce)
-	if err := q.commits.Add(ctx, entry.Batch, data); err != nil {
-		return false, fmt.Errorf("stream: commit batch %d: %w", entry.Batch, err)
+	// Written behind: the next batch's offsets entry queues after it.
+	q.writer.submit(fmt.Sprintf("commit batch %d", entry.Batch), func(ctx context.Context) error {
+		return q.commits.Add(ctx, entry.Batch, data)
+	})
+	q.pending, q.lastCommit = false, &ce
+	if before := entry.Batch - int64(q.opts.RetainBatches) + 1; before > 0 {
+		q.writer.submit(fmt.Sprintf("purge batches before %d", before), func(ctx context.Context) error {
+			if err := q.offsets.Purge(ctx, before); err != nil {
+				return err
+			}
+			return q.commits.Purge(ctx, before)
+		})
 	}
 	p.Phases.CommitLog = time.Since(phase)
-	if before := entry.Batch - int64(q.opts.RetainBatches) + 1; before > 0 {
-		if err := q.offsets.Purge(ctx, before); err != nil {
-			return false, err
-		}
-		if err := q.commits.Purge(ctx, before); err != nil {
-			return false, err
-		}
-	}
+	p.MetadataQueue = q.writer.depth()
 	for i, s := range entry.Start {
 		p.InputRows += entry.End[i] - s
 	}
@@ -443,35 +462,46 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// nextBatch decides the next batch: the pending one, or a new range.
-func (q *Query[In, Out]) nextBatch(ctx context.Context) (*OffsetsEntry, bool, error) {
+// recoverPosition reads, at start, where the logs stand: the last batch
+// written ahead, whether it was committed, and the last commit entry.
+func (q *Query[In, Out]) recoverPosition(ctx context.Context) error {
 	lastOff, hasOff := q.offsets.Latest()
 	lastCommit, hasCommit := q.commits.Latest()
 	pending := hasOff && (!hasCommit || lastOff > lastCommit)
 	switch {
 	case hasCommit && (!hasOff || lastCommit > lastOff):
-		return nil, false, fmt.Errorf("stream: %s: batch %d is committed but its offsets entry is missing: the checkpoint location is damaged", q.st.Location(), lastCommit)
+		return fmt.Errorf("stream: %s: batch %d is committed but its offsets entry is missing: the checkpoint location is damaged", q.st.Location(), lastCommit)
 	case pending && (hasCommit && lastOff > lastCommit+1 || !hasCommit && lastOff != 0):
-		return nil, false, fmt.Errorf("stream: %s: offsets run to batch %d but commits only to %d: more than one batch is pending, which one writer never leaves; the checkpoint location is damaged", q.st.Location(), lastOff, lastCommit)
-	}
-	var prev *OffsetsEntry
-	var prevCommit CommitEntry
-	if hasCommit {
-		c, err := q.readCommit(ctx, lastCommit)
-		if err != nil {
-			return nil, false, err
-		}
-		prevCommit = *c
+		return fmt.Errorf("stream: %s: offsets run to batch %d but commits only to %d: more than one batch is pending, which one writer never leaves; the checkpoint location is damaged", q.st.Location(), lastOff, lastCommit)
 	}
 	if hasOff {
 		e, err := q.readOffsets(ctx, lastOff)
 		if err != nil {
-			return nil, false, err
+			return err
 		}
-		if pending {
-			return e, true, nil // written ahead, never committed: replay it exactly
+		q.lastOffsets, q.pending = e, pending
+	}
+	if hasCommit {
+		c, err := q.readCommit(ctx, lastCommit)
+		if err != nil {
+			return err
 		}
-		prev = e
+		q.lastCommit = c
+	}
+	return nil
+}
+
+// nextBatch decides the next batch: the pending one (written ahead by an
+// earlier run or attempt, never committed), replayed with exactly its
+// range, or a new range over what the source has available.
+func (q *Query[In, Out]) nextBatch(ctx context.Context) (*OffsetsEntry, bool, error) {
+	if q.pending {
+		return q.lastOffsets, true, nil
+	}
+	prev := q.lastOffsets
+	var prevCommit CommitEntry
+	if q.lastCommit != nil {
+		prevCommit = *q.lastCommit
 	}
 	avail, err := q.src.Available(ctx)
 	if err != nil {
@@ -510,14 +540,10 @@ func (q *Query[In, Out]) nextBatch(ctx context.Context) (*OffsetsEntry, bool, er
 
 // commitEntry computes a batch's commit entry: the operators' greatest
 // event times so far, and the next batch's watermark.
-func (q *Query[In, Out]) commitEntry(ctx context.Context, entry *OffsetsEntry, b *Batch) (CommitEntry, error) {
+func (q *Query[In, Out]) commitEntry(entry *OffsetsEntry, b *Batch) CommitEntry {
 	ce := CommitEntry{Batch: entry.Batch, Committed: time.Now().UnixMilli(), MaxEventTime: map[int64]int64{}, NextWatermark: entry.Watermark}
-	if entry.Batch > 0 {
-		prev, err := q.readCommit(ctx, entry.Batch-1)
-		if err != nil {
-			return ce, err
-		}
-		maps.Copy(ce.MaxEventTime, prev.MaxEventTime)
+	if q.lastCommit != nil {
+		maps.Copy(ce.MaxEventTime, q.lastCommit.MaxEventTime)
 	}
 	candidate, have := int64(math.MaxInt64), false
 	for _, op := range b.ops {
@@ -537,7 +563,7 @@ func (q *Query[In, Out]) commitEntry(ctx context.Context, entry *OffsetsEntry, b
 	if have && candidate > ce.NextWatermark {
 		ce.NextWatermark = candidate
 	}
-	return ce, nil
+	return ce
 }
 
 func (q *Query[In, Out]) readCommit(ctx context.Context, id int64) (*CommitEntry, error) {
@@ -586,8 +612,13 @@ func (q *Query[In, Out]) Progress() []BatchProgress {
 // checkpoint location stays: Start again to resume.
 func (q *Query[In, Out]) Close(ctx context.Context) error {
 	var first error
+	if q.writer != nil {
+		first = q.writer.close() // the last commit entry is written before the lease goes
+	}
 	if q.stores != nil {
-		first = q.stores.close()
+		if err := q.stores.close(); err != nil && first == nil {
+			first = err
+		}
 	}
 	if q.session != nil {
 		q.session.Close(ctx)
