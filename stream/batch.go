@@ -25,6 +25,7 @@ type Batch struct {
 	ops        []OperatorInfo
 
 	watermark int64 // Unix ms; records before it are late
+	timestamp int64 // the batch's processing time, Unix ms, from its offsets entry
 	lateRows  atomic.Int64
 
 	mu        sync.Mutex
@@ -81,6 +82,9 @@ func (b *Batch) checkCommitted() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, op := range b.ops {
+		if op.Kind == watermarkKind {
+			continue // no state
+		}
 		for p := range b.partitions {
 			if _, ok := b.committed[storeKey{op.ID, p}]; !ok {
 				return fmt.Errorf("stream: batch %d: the sink did not compute every partition of stateful operator %d (partition %d is missing); a sink must consume the whole batch", b.ID, op.ID, p)
@@ -105,6 +109,9 @@ func (b *Batch) stateMetrics() []OperatorProgress {
 	defer b.mu.Unlock()
 	var out []OperatorProgress
 	for _, op := range b.ops {
+		if op.Kind == watermarkKind {
+			continue
+		}
 		o := OperatorProgress{Operator: op.ID}
 		for p := range b.partitions {
 			m := b.committed[storeKey{op.ID, p}]

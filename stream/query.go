@@ -419,7 +419,7 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 		func(ctx context.Context, part int, emit func(In) error) error {
 			return q.src.Read(ctx, part, entry.Start[part], entry.End[part], emit)
 		})
-	b := &Batch{ID: entry.Batch, partitions: q.opts.Partitions, stores: q.stores, watermark: entry.Watermark}
+	b := &Batch{ID: entry.Batch, partitions: q.opts.Partitions, stores: q.stores, watermark: entry.Watermark, timestamp: entry.Timestamp}
 	defer b.end()
 	out, err := q.plan(b, in)
 	if err != nil {
