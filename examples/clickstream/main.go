@@ -1,0 +1,43 @@
+// Command clickstream is cairn's reference streaming job: per user and
+// one-minute window of event time, the number of clicks and the sum of
+// their amounts. See README.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/cairn-data/cairn/internal/clickstream"
+	"github.com/cairn-data/cairn/stream"
+)
+
+func main() {
+	var o clickstream.Options
+	flag.StringVar(&o.Input, "input", "", "directory of `*.jsonl` click files (required)")
+	flag.StringVar(&o.Output, "output", "", "output `DIR` or storage URL (required); read it with 'cairn sink read DIR'")
+	flag.StringVar(&o.Checkpoint, "checkpoint", "", "checkpoint location `URL` or path (required)")
+	trigger := flag.Duration("trigger", 0, "start a batch at most every `DURATION` (0: as fast as possible)")
+	flag.IntVar(&o.MaxFilesPerBatch, "max-files-per-batch", 0, "take at most `N` new files per batch (0: all)")
+	untilIdle := flag.Bool("until-idle", false, "process what is there, then stop")
+	drain := flag.Bool("drain", false, "process what is there, close every open window, then stop")
+	flag.StringVar(&o.StateProvider, "state", "memory", "state store provider: memory")
+	flag.Parse()
+	if o.Input == "" || o.Output == "" || o.Checkpoint == "" || flag.NArg() > 0 {
+		fmt.Fprintln(os.Stderr, "usage: clickstream -input DIR -output DIR -checkpoint URL [-trigger D] [-max-files-per-batch N] [-until-idle] [-drain] [-state memory]")
+		os.Exit(2)
+	}
+	o.Trigger = stream.Trigger{Interval: *trigger, UntilIdle: *untilIdle, Drain: *drain}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	if err := clickstream.Run(ctx, o); err != nil && ctx.Err() == nil {
+		fmt.Fprintln(os.Stderr, "clickstream:", err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "clickstream: done in %v\n", time.Since(start).Round(time.Millisecond))
+}
