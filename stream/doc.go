@@ -29,8 +29,11 @@
 //     source and sink are recorded at the first start; a restart that
 //     changes one is refused with a *PinnedSettingError naming old and new.
 //
-// This is the first part of the streaming engine: watermarks, windows,
-// deduplication, arbitrary state with timeouts, stream-static joins, file
-// sources and sinks, triggers that drain, and an ordered metadata writer
-// come next.
+// Operators: AggregateByKey (update mode), WindowAggregate (tumbling and
+// sliding event-time windows, append mode), DropDuplicates (within the
+// watermark), FlatMapGroupsWithState (event- and processing-time
+// timeouts), WithWatermark; any dataset transformation, including a join
+// with a static dataset. Sources: FileSource (a directory of JSONL, CSV or
+// Parquet files), GeneratorSource, MemorySource. Sinks: FileSink (exactly
+// once through per-batch manifests), ForEachBatch, MemorySink.
 package stream

@@ -71,6 +71,7 @@ func commands() []*command {
 		verifyCommand(),
 		inspectCommand(),
 		readCommand(),
+		sinkReadCommand(),
 		versionCommand(),
 	}
 }

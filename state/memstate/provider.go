@@ -197,7 +197,10 @@ func (p *Provider) GetStore(ctx context.Context, version int64) (state.Store, er
 		pending: make(map[string]int, p.lastBatch), changes: make([]change, 0, p.lastBatch),
 		keys: int64(p.cur.len()), bytes: p.cur.bytes}
 	p.writer = s
-	s.stopAfter = context.AfterFunc(ctx, s.Abort)
+	// If ctx is already done, Abort runs at once on another goroutine: the
+	// stop function is published atomically for it.
+	stop := context.AfterFunc(ctx, s.Abort)
+	s.stopAfter.Store(&stop)
 	return s, nil
 }
 

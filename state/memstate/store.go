@@ -46,7 +46,7 @@ type store struct {
 	bytes     int64
 	written   int64
 	st        atomic.Int32
-	stopAfter func() bool
+	stopAfter atomic.Pointer[func() bool]
 }
 
 var _ state.Store = (*store)(nil)
@@ -206,8 +206,8 @@ func (s *store) Metrics() state.Metrics {
 
 // release gives the provider's writer slot back.
 func (s *store) release() {
-	if s.stopAfter != nil {
-		s.stopAfter()
+	if stop := s.stopAfter.Load(); stop != nil {
+		(*stop)()
 	}
 	s.p.mu.Lock()
 	if s.p.writer == s {
