@@ -190,3 +190,24 @@ func TestPartitionFunctionsSeeInputErrors(t *testing.T) {
 		t.Fatalf("ignored input error: err = %v, want %v", err, boom)
 	}
 }
+
+// A dataset used twice per iteration (as PageRank's ranks are) doubles the
+// number of lineage paths every iteration; Explain and LineageDepth must
+// stay linear in the number of operations.
+func TestLineageOfSharedDatasetsStaysSmall(t *testing.T) {
+	s := newTestSession(t, Options{Parallelism: 1})
+	d := FromSlice(s, []Pair[int, int]{KV(1, 1)}, 1)
+	for range 60 {
+		d = Map(Join(d, d, 1), func(p Pair[int, Joined[int, int]]) Pair[int, int] { return KV(p.Key, p.Value.Left+p.Value.Right) })
+	}
+	if got := d.LineageDepth(); got != 121 {
+		t.Fatalf("LineageDepth = %d, want 121", got)
+	}
+	text := d.Explain()
+	if lines := strings.Count(text, "\n"); lines > 200 {
+		t.Fatalf("Explain printed %d lines for 121 operations: shared sub-plans are repeated", lines)
+	}
+	if !strings.Contains(text, "(#1, shown above)") {
+		t.Fatalf("Explain does not refer back to a shared sub-plan:\n%s", text[:min(len(text), 500)])
+	}
+}

@@ -65,9 +65,28 @@ func newDataset[T any](s *Session, op string, parts int, parents []*node, comput
 
 // Explain returns the lineage as an indented tree, one operation a line
 // with its number of partitions, the dataset itself first, like Spark's
-// analyzed plan.
+// analyzed plan. A sub-plan that several operations share (a dataset used
+// twice, as iterative jobs do) is printed once, numbered, and referred to
+// by its number afterwards, so the text grows with the number of
+// operations, not the number of paths.
 func (d *Dataset[T]) Explain() string {
 	var b strings.Builder
+	ids := map[*node]int{}
+	shared := map[*node]bool{}
+	var count func(n *node)
+	seen := map[*node]bool{}
+	count = func(n *node) { // mark nodes reached by more than one path
+		if seen[n] {
+			shared[n] = true
+			return
+		}
+		seen[n] = true
+		_, _, parents := n.snapshot()
+		for _, p := range parents {
+			count(p)
+		}
+	}
+	count(d.n)
 	var walk func(n *node, depth int)
 	walk = func(n *node, depth int) {
 		op, parts, parents := n.snapshot()
@@ -79,7 +98,16 @@ func (d *Dataset[T]) Explain() string {
 		if parts == 1 {
 			unit = "partition"
 		}
-		fmt.Fprintf(&b, "%s%s [%d %s]\n", prefix, op, parts, unit)
+		if id, ok := ids[n]; ok {
+			fmt.Fprintf(&b, "%s%s [%d %s] (#%d, shown above)\n", prefix, op, parts, unit, id)
+			return
+		}
+		label := ""
+		if shared[n] {
+			ids[n] = len(ids) + 1
+			label = fmt.Sprintf(" #%d", ids[n])
+		}
+		fmt.Fprintf(&b, "%s%s [%d %s]%s\n", prefix, op, parts, unit, label)
 		for _, p := range parents {
 			walk(p, depth+1)
 		}
@@ -89,15 +117,21 @@ func (d *Dataset[T]) Explain() string {
 }
 
 // LineageDepth returns the depth of the lineage: 1 for a source or a
-// checkpoint scan, one more per transformation above it.
+// checkpoint scan, one more per transformation above it. Each operation is
+// visited once, however many paths lead to it.
 func (d *Dataset[T]) LineageDepth() int {
+	memo := map[*node]int{}
 	var depth func(n *node) int
 	depth = func(n *node) int {
+		if v, ok := memo[n]; ok {
+			return v
+		}
 		_, _, parents := n.snapshot()
 		m := 0
 		for _, p := range parents {
 			m = max(m, depth(p))
 		}
+		memo[n] = m + 1
 		return m + 1
 	}
 	return depth(d.n)
