@@ -87,6 +87,7 @@ func PageRank(ctx context.Context, s *dataset.Session, edges []Edge, iterations,
 	}
 	ranks := dataset.Map(dataset.FromSlice(s, nodes, parts), func(id int64) Rank { return Rank{Key: id, Value: 1 / n} })
 
+	var cached *dataset.Dataset[Rank]
 	var pc *dataset.PeriodicCheckpointer[Rank]
 	if checkpointEvery > 0 {
 		if pc, err = dataset.NewPeriodicCheckpointer[Rank](checkpointEvery); err != nil {
@@ -125,7 +126,16 @@ func PageRank(ctx context.Context, s *dataset.Session, edges []Edge, iterations,
 			if ranks, err = pc.Update(ctx, ranks); err != nil {
 				return nil, err
 			}
-			checkpointed = ranks != before
+			if checkpointed = ranks != before; checkpointed {
+				// Each iteration reads the ranks several times: keep the
+				// checkpoint's records in memory rather than decode its
+				// Parquet files each time (Spark's checkpoint + cache).
+				if cached != nil {
+					cached.Unpersist()
+				}
+				ranks = ranks.Cache()
+				cached = ranks
+			}
 		}
 		if progress != nil {
 			progress(IterationStats{Iteration: i, Duration: time.Since(start), LineageDepth: ranks.LineageDepth(), Checkpointed: checkpointed})
