@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parquet-go/parquet-go/compress"
+
 	"github.com/cairn-data/cairn/internal/frame"
 	"github.com/cairn-data/cairn/storage"
 )
@@ -39,6 +41,11 @@ type CheckpointOptions struct {
 	// Keep keeps the checkpoint when the session closes (see
 	// Options.KeepCheckpoints), for ReadCheckpoint from another process.
 	Keep bool
+	// Compression of the Parquet parts: "none" (default), "snappy" or
+	// "zstd". Checkpoints are usually short-lived and written on the
+	// critical path, so by default they are not compressed (Spark:
+	// spark.checkpoint.compress, default false).
+	Compression string
 }
 
 // Checkpoint materialises the dataset to the session's checkpoint
@@ -55,6 +62,10 @@ func (d *Dataset[T]) Checkpoint(ctx context.Context, eager bool) (*Dataset[T], e
 
 // CheckpointWith is Checkpoint with options.
 func (d *Dataset[T]) CheckpointWith(ctx context.Context, opts CheckpointOptions) (*Dataset[T], error) {
+	codec, err := checkpointCodec(opts.Compression)
+	if err != nil {
+		return nil, err
+	}
 	st, err := d.s.checkpointStorage(ctx)
 	if err != nil {
 		return nil, err
@@ -64,7 +75,7 @@ func (d *Dataset[T]) CheckpointWith(ctx context.Context, opts CheckpointOptions)
 	dir := fmt.Sprintf("%s/ckpt-%d", d.s.id, d.s.checkpoints)
 	d.s.mu.Unlock()
 	cp := &reliable[T]{
-		st: st, dir: dir, encoding: encodingFor[T](), lineage: d.Explain(),
+		st: st, dir: dir, encoding: encodingFor[T](), lineage: d.Explain(), codec: codec,
 		parts: make([]*PartInfo, d.NumPartitions()), locks: make([]sync.Mutex, d.NumPartitions()),
 	}
 	keep := opts.Keep || d.s.opts.KeepCheckpoints
@@ -89,6 +100,7 @@ func (d *Dataset[T]) CheckpointWith(ctx context.Context, opts CheckpointOptions)
 
 // reliable is the state of one reliable checkpoint.
 type reliable[T any] struct {
+	codec    compress.Codec
 	st       storage.Storage
 	dir      string
 	encoding string
@@ -122,7 +134,7 @@ func (c *reliable[T]) compute(ctx context.Context, d *Dataset[T], p int, emit fu
 	}
 	defer c.locks[p].Unlock()
 	name := partName(c.encoding, p)
-	w := startPart[T](ctx, c.st, c.dir+"/"+name, c.encoding)
+	w := startPart[T](ctx, c.st, c.dir+"/"+name, c.encoding, c.codec)
 	err := d.compute(ctx, p, func(t T) error {
 		if err := w.write(t); err != nil {
 			return err

@@ -361,3 +361,21 @@ func TestPeriodicCheckpointerKeepsOneCheckpoint(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckpointCompressionOption(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []string{"none", "snappy", "zstd"} {
+		s := newTestSession(t, Options{CheckpointStorage: storage.NewMem()})
+		cp, err := FromSlice(s, points(500), 2).CheckpointWith(ctx, CheckpointOptions{Eager: true, Compression: c})
+		if err != nil {
+			t.Fatalf("%s: %v", c, err)
+		}
+		if got, _ := cp.Collect(ctx); !slices.Equal(got, points(500)) {
+			t.Fatalf("%s: records differ", c)
+		}
+	}
+	s := newTestSession(t, Options{CheckpointStorage: storage.NewMem()})
+	if _, err := FromSlice(s, points(5), 1).CheckpointWith(ctx, CheckpointOptions{Compression: "lzo"}); err == nil || !strings.Contains(err.Error(), "Compression") {
+		t.Fatalf("unknown codec: err = %v, want one naming the option", err)
+	}
+}

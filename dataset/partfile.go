@@ -11,6 +11,7 @@ import (
 	"reflect"
 
 	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/compress"
 
 	"github.com/cairn-data/cairn/internal/frame"
 	"github.com/cairn-data/cairn/internal/iox"
@@ -78,7 +79,20 @@ type partWriter[T any] struct {
 
 const parquetBatch = 1024
 
-func startPart[T any](ctx context.Context, st storage.Storage, name, encoding string) *partWriter[T] {
+// checkpointCodec returns the Parquet compression of checkpoint parts.
+func checkpointCodec(name string) (compress.Codec, error) {
+	switch name {
+	case "", "none":
+		return &parquet.Uncompressed, nil
+	case "snappy":
+		return &parquet.Snappy, nil
+	case "zstd":
+		return &parquet.Zstd, nil
+	}
+	return nil, fmt.Errorf("dataset: CheckpointOptions.Compression is %q; use \"none\" (default), \"snappy\" or \"zstd\"", name)
+}
+
+func startPart[T any](ctx context.Context, st storage.Storage, name, encoding string, codec compress.Codec) *partWriter[T] {
 	pr, pw := io.Pipe()
 	w := &partWriter[T]{name: name, pw: pw, done: make(chan error, 1)}
 	go func() {
@@ -92,7 +106,7 @@ func startPart[T any](ctx context.Context, st storage.Storage, name, encoding st
 	}()
 	w.cw = &iox.CountingWriter{W: pw}
 	if encoding == encodingParquet {
-		w.pq = parquet.NewGenericWriter[T](w.cw, parquet.Compression(&parquet.Snappy))
+		w.pq = parquet.NewGenericWriter[T](w.cw, parquet.Compression(codec))
 	} else {
 		w.fw = frame.NewWriter(w.cw, frame.KindRecords, recordsVersion)
 		w.enc = gob.NewEncoder(w.fw)
