@@ -179,45 +179,15 @@ func AggregateByKey[K comparable, V any](b *Batch, op int64, in *dataset.Dataset
 	if b.dryRun {
 		return reduced, nil
 	}
-	out := dataset.MapPartitions(reduced, func(ctx context.Context, part int, recs iter.Seq2[dataset.Pair[K, V], error]) iter.Seq2[dataset.Pair[K, V], error] {
-		return func(yield func(dataset.Pair[K, V], error) bool) {
-			updates, err := aggregate(ctx, b, storeKey{op, part}, schema, recs, merge, kc, vc)
-			if err != nil {
-				yield(dataset.Pair[K, V]{}, err)
-				return
-			}
-			for _, u := range updates {
-				if !yield(u, nil) {
-					return
-				}
-			}
-		}
-	})
-	// The stores commit while the partitions are computed: keep the output
-	// so that a sink that reads it twice does not commit twice.
-	kept := out.Persist(dataset.MemoryAndDisk)
-	b.mu.Lock()
-	b.release = append(b.release, kept.Unpersist)
-	b.mu.Unlock()
-	return kept, nil
+	return statefulOp(b, op, schema, reduced, func(ctx context.Context, st state.Store, recs iter.Seq2[dataset.Pair[K, V], error]) ([]dataset.Pair[K, V], error) {
+		return aggregate(st, recs, merge, kc, vc)
+	}), nil
 }
 
-// aggregate merges one partition of a batch into its state store, opened
-// at the version the previous batches left (version = batch ID), and
-// commits version ID+1. Nothing is committed unless the whole partition
-// was read. A replayed batch commits the same changes, which the store
-// accepts.
-func aggregate[K comparable, V any](ctx context.Context, b *Batch, k storeKey, schema state.Schema, recs iter.Seq2[dataset.Pair[K, V], error],
+// aggregate merges one partition of a batch into its state store and
+// returns the keys it updated with their new values.
+func aggregate[K comparable, V any](st state.Store, recs iter.Seq2[dataset.Pair[K, V], error],
 	merge func(a, b V) V, kc state.Codec[K], vc state.Codec[V]) ([]dataset.Pair[K, V], error) {
-	p, err := b.stores.get(ctx, k, schema)
-	if err != nil {
-		return nil, err
-	}
-	st, err := p.GetStore(ctx, b.ID)
-	if err != nil {
-		return nil, fmt.Errorf("stream: batch %d: state of operator %d, partition %d: %w", b.ID, k.op, k.part, err)
-	}
-	defer st.Abort() // no-op after Commit
 	typed := state.NewTyped(st, kc, vc)
 	var updates []dataset.Pair[K, V]
 	for r, err := range recs {
@@ -235,12 +205,6 @@ func aggregate[K comparable, V any](ctx context.Context, b *Batch, k storeKey, s
 		}
 		updates = append(updates, dataset.Pair[K, V]{Key: r.Key, Value: v})
 	}
-	m := st.Metrics()
-	if _, err := st.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("stream: batch %d: commit state of operator %d, partition %d: %w", b.ID, k.op, k.part, err)
-	}
-	m.BytesWritten = st.Metrics().BytesWritten
-	b.markCommitted(k, m)
 	return updates, nil
 }
 

@@ -45,39 +45,13 @@ func DropDuplicates[T any, K comparable](b *Batch, op int64, in *dataset.Dataset
 	if b.dryRun {
 		return dataset.Map(grouped, func(dataset.Pair[K, []T]) T { var zero T; return zero }), nil
 	}
-	out := dataset.MapPartitions(grouped, func(ctx context.Context, part int, recs iter.Seq2[dataset.Pair[K, []T], error]) iter.Seq2[T, error] {
-		return func(yield func(T, error) bool) {
-			firsts, err := dedupPartition(ctx, b, storeKey{op, part}, schema, recs, delayMs, watermark, eventTime, kc)
-			if err != nil {
-				var zero T
-				yield(zero, err)
-				return
-			}
-			for _, t := range firsts {
-				if !yield(t, nil) {
-					return
-				}
-			}
-		}
-	})
-	kept := out.Persist(dataset.MemoryAndDisk)
-	b.mu.Lock()
-	b.release = append(b.release, kept.Unpersist)
-	b.mu.Unlock()
-	return kept, nil
+	return statefulOp(b, op, schema, grouped, func(ctx context.Context, st state.Store, recs iter.Seq2[dataset.Pair[K, []T], error]) ([]T, error) {
+		return dedupPartition(st, recs, delayMs, watermark, eventTime, kc)
+	}), nil
 }
 
-func dedupPartition[T any, K comparable](ctx context.Context, b *Batch, k storeKey, schema state.Schema,
+func dedupPartition[T any, K comparable](st state.Store,
 	recs iter.Seq2[dataset.Pair[K, []T], error], delayMs, watermark int64, eventTime func(T) time.Time, kc state.Codec[K]) ([]T, error) {
-	p, err := b.stores.get(ctx, k, schema)
-	if err != nil {
-		return nil, err
-	}
-	st, err := p.GetStore(ctx, b.ID)
-	if err != nil {
-		return nil, fmt.Errorf("stream: batch %d: state of operator %d, partition %d: %w", b.ID, k.op, k.part, err)
-	}
-	defer st.Abort()
 	ms := func(v int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(v)^(1<<63)) }
 	var firsts []T
 	for r, err := range recs {
@@ -116,11 +90,5 @@ func dedupPartition[T any, K comparable](ctx context.Context, b *Batch, k storeK
 			return nil, err
 		}
 	}
-	m := st.Metrics()
-	if _, err := st.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("stream: batch %d: commit state of operator %d, partition %d: %w", b.ID, k.op, k.part, err)
-	}
-	m.BytesWritten = st.Metrics().BytesWritten
-	b.markCommitted(k, m)
 	return firsts, nil
 }

@@ -85,40 +85,14 @@ func FlatMapGroupsWithState[T any, K comparable, S any, U any](b *Batch, op int6
 	case EventTimeTimeout:
 		now = b.watermark
 	}
-	out := dataset.MapPartitions(grouped, func(ctx context.Context, part int, recs iter.Seq2[dataset.Pair[K, []T], error]) iter.Seq2[U, error] {
-		return func(yield func(U, error) bool) {
-			outs, err := groupStatePartition(ctx, b, storeKey{op, part}, schema, recs, timeout, now, f, kc, sc)
-			if err != nil {
-				var zero U
-				yield(zero, err)
-				return
-			}
-			for _, u := range outs {
-				if !yield(u, nil) {
-					return
-				}
-			}
-		}
-	})
-	kept := out.Persist(dataset.MemoryAndDisk)
-	b.mu.Lock()
-	b.release = append(b.release, kept.Unpersist)
-	b.mu.Unlock()
-	return kept, nil
+	return statefulOp(b, op, schema, grouped, func(ctx context.Context, st state.Store, recs iter.Seq2[dataset.Pair[K, []T], error]) ([]U, error) {
+		return groupStatePartition(st, recs, timeout, now, f, kc, sc)
+	}), nil
 }
 
-func groupStatePartition[T any, K comparable, S any, U any](ctx context.Context, b *Batch, k storeKey, schema state.Schema,
+func groupStatePartition[T any, K comparable, S any, U any](st state.Store,
 	recs iter.Seq2[dataset.Pair[K, []T], error], timeout TimeoutKind, now int64,
 	f func(key K, values []T, state *GroupState[S]) []U, kc state.Codec[K], sc state.Codec[S]) ([]U, error) {
-	p, err := b.stores.get(ctx, k, schema)
-	if err != nil {
-		return nil, err
-	}
-	st, err := p.GetStore(ctx, b.ID)
-	if err != nil {
-		return nil, fmt.Errorf("stream: batch %d: state of operator %d, partition %d: %w", b.ID, k.op, k.part, err)
-	}
-	defer st.Abort()
 	be := func(v int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(v)^(1<<63)) }
 	load := func(key K) (*GroupState[S], error) {
 		g := &GroupState[S]{now: now}
@@ -128,7 +102,7 @@ func groupStatePartition[T any, K comparable, S any, U any](ctx context.Context,
 		}
 		g.timeout = int64(binary.BigEndian.Uint64(raw[:8]) ^ (1 << 63))
 		if g.value, err = sc.Decode(raw[8:]); err != nil {
-			return nil, fmt.Errorf("stream: operator %d: decode the state of a key: %w", k.op, err)
+			return nil, fmt.Errorf("decode the state of a key: %w", err)
 		}
 		g.exists = true
 		return g, nil
@@ -183,7 +157,7 @@ func groupStatePartition[T any, K comparable, S any, U any](ctx context.Context,
 		for _, raw := range due {
 			key, err := kc.Decode(raw)
 			if err != nil {
-				return nil, fmt.Errorf("stream: operator %d: decode a state key: %w", k.op, err)
+				return nil, fmt.Errorf("decode a state key: %w", err)
 			}
 			if touched[key] {
 				continue // it had data this batch, which set its timeout anew
@@ -200,12 +174,6 @@ func groupStatePartition[T any, K comparable, S any, U any](ctx context.Context,
 			}
 		}
 	}
-	m := st.Metrics()
-	if _, err := st.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("stream: batch %d: commit state of operator %d, partition %d: %w", b.ID, k.op, k.part, err)
-	}
-	m.BytesWritten = st.Metrics().BytesWritten
-	b.markCommitted(k, m)
 	return outs, nil
 }
 

@@ -111,41 +111,16 @@ func WindowAggregate[T any, K comparable, V any](b *Batch, op int64, in *dataset
 	if b.dryRun {
 		return dataset.Map(reduced, func(dataset.Pair[windowKey[K], V]) Windowed[K, V] { return Windowed[K, V]{} }), nil
 	}
-	out := dataset.MapPartitions(reduced, func(ctx context.Context, part int, recs iter.Seq2[dataset.Pair[windowKey[K], V], error]) iter.Seq2[Windowed[K, V], error] {
-		return func(yield func(Windowed[K, V], error) bool) {
-			closed, err := windowPartition(ctx, b, storeKey{op, part}, schema, recs, size, watermark, merge, kc, vc)
-			if err != nil {
-				yield(Windowed[K, V]{}, err)
-				return
-			}
-			for _, r := range closed {
-				if !yield(r, nil) {
-					return
-				}
-			}
-		}
-	})
-	kept := out.Persist(dataset.MemoryAndDisk)
-	b.mu.Lock()
-	b.release = append(b.release, kept.Unpersist)
-	b.mu.Unlock()
-	return kept, nil
+	return statefulOp(b, op, schema, reduced, func(ctx context.Context, st state.Store, recs iter.Seq2[dataset.Pair[windowKey[K], V], error]) ([]Windowed[K, V], error) {
+		return windowPartition(st, recs, size, watermark, merge, kc, vc)
+	}), nil
 }
 
 // windowPartition merges a batch's partial aggregates into the windows in
 // state, then outputs and removes the windows the watermark has closed.
-func windowPartition[K comparable, V any](ctx context.Context, b *Batch, k storeKey, schema state.Schema,
+func windowPartition[K comparable, V any](st state.Store,
 	recs iter.Seq2[dataset.Pair[windowKey[K], V], error], size, watermark int64, merge func(a, b V) V,
 	kc state.Codec[K], vc state.Codec[V]) ([]Windowed[K, V], error) {
-	p, err := b.stores.get(ctx, k, schema)
-	if err != nil {
-		return nil, err
-	}
-	st, err := p.GetStore(ctx, b.ID)
-	if err != nil {
-		return nil, fmt.Errorf("stream: batch %d: state of operator %d, partition %d: %w", b.ID, k.op, k.part, err)
-	}
-	defer st.Abort()
 	var kbuf, vbuf []byte
 	encodeKey := func(start int64, key K) []byte {
 		kbuf = binary.BigEndian.AppendUint64(kbuf[:0], uint64(start)^(1<<63))
@@ -164,7 +139,7 @@ func windowPartition[K comparable, V any](ctx context.Context, b *Batch, k store
 		if ok {
 			prev, err := vc.Decode(old)
 			if err != nil {
-				return nil, fmt.Errorf("stream: operator %d: decode state value: %w", k.op, err)
+				return nil, fmt.Errorf("decode state value: %w", err)
 			}
 			v = merge(prev, v)
 		}
@@ -186,11 +161,11 @@ func windowPartition[K comparable, V any](ctx context.Context, b *Batch, k store
 			start := int64(binary.BigEndian.Uint64(kv.Key[:8]) ^ (1 << 63))
 			key, err := kc.Decode(kv.Key[8:])
 			if err != nil {
-				return nil, fmt.Errorf("stream: operator %d: decode state key: %w", k.op, err)
+				return nil, fmt.Errorf("decode state key: %w", err)
 			}
 			v, err := vc.Decode(kv.Value)
 			if err != nil {
-				return nil, fmt.Errorf("stream: operator %d: decode state value: %w", k.op, err)
+				return nil, fmt.Errorf("decode state value: %w", err)
 			}
 			closed = append(closed, Windowed[K, V]{Key: key, Start: time.UnixMilli(start).UTC(), End: time.UnixMilli(start + size).UTC(), Value: v})
 			done = append(done, append([]byte(nil), kv.Key...))
@@ -201,11 +176,5 @@ func windowPartition[K comparable, V any](ctx context.Context, b *Batch, k store
 			return nil, err
 		}
 	}
-	m := st.Metrics()
-	if _, err := st.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("stream: batch %d: commit state of operator %d, partition %d: %w", b.ID, k.op, k.part, err)
-	}
-	m.BytesWritten = st.Metrics().BytesWritten
-	b.markCommitted(k, m)
 	return closed, nil
 }
