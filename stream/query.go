@@ -57,7 +57,9 @@ type Options struct {
 	MaxOffsetsPerPartition int64
 	// RetainBatches is how many batches of logs and state stay in the
 	// checkpoint location. Default 100. Spark:
-	// spark.sql.streaming.minBatchesToRetain.
+	// spark.sql.streaming.minBatchesToRetain. State stores keep one version
+	// more, so that a pending batch can always be replayed from the version
+	// before it.
 	RetainBatches int
 	// Parallelism of each batch's execution. Default: every core.
 	Parallelism int
@@ -284,7 +286,7 @@ func (q *Query[In, Out]) open(ctx context.Context) error {
 		return err
 	}
 	q.session = session
-	q.stores = &stores{st: q.st, provider: q.opts.StateProvider, retain: q.opts.RetainBatches, open: map[storeKey]state.Provider{}}
+	q.stores = &stores{st: q.st, provider: q.opts.StateProvider, retain: q.opts.RetainBatches + 1, open: map[storeKey]state.Provider{}}
 	return nil
 }
 

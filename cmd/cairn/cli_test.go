@@ -29,6 +29,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"demo", "--bogus"}, []string{"flag provided but not defined: --bogus", "cairn demo --help"}},
 		{[]string{"demo", "now"}, []string{`unexpected argument "now"`}},
 		{[]string{"help", "frobnicate"}, []string{`unknown command "frobnicate"`}},
+		{[]string{"checkpoint", "clean", dir}, []string{"--retain is required", "usage: cairn checkpoint clean DIR [flags]"}},
+		{[]string{"checkpoint", "clean", dir, "--retain", "0"}, []string{"--retain 0 is out of range", "--retain 1"}},
+		{[]string{"checkpoint", "clean", "--retain", "3"}, []string{"missing DIR"}},
+		{[]string{"checkpoint", "verify", dir, "--sink="}, []string{"--sink needs the location of a file sink"}},
 	}
 	for _, c := range cases {
 		r := cairn(t, c.args...)
@@ -46,7 +50,7 @@ func TestUsageErrors(t *testing.T) {
 
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{"demo", "checkpoint verify", "checkpoint inspect", "state read", "version"} {
+	for _, name := range []string{"demo", "checkpoint verify", "checkpoint inspect", "checkpoint clean", "state read", "version"} {
 		for _, args := range [][]string{
 			append(strings.Fields(name), "--help"),
 			append(strings.Fields(name), "-h"),
@@ -72,16 +76,29 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	r = cairn(t, "checkpoint", "inspect", "--help")
-	for _, w := range []string{"--json", "latest_version", "oldest_version", "snapshot_versions"} {
+	for _, w := range []string{"--json", "latest_version", "oldest_version", "snapshot_versions", "stream", "query_id", "pinned",
+		"last_committed_batch", "pending_batch", "watermark_ms", "next_watermark_ms", "state_bytes", "stored_bytes"} {
 		if !strings.Contains(r.stdout, w) {
 			t.Errorf("checkpoint inspect --help does not document %q:\n%s", w, r.stdout)
+		}
+	}
+	r = cairn(t, "checkpoint", "verify", "--help")
+	for _, w := range []string{"--sink DIR", "offsets and commits logs", "CRC32C"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("checkpoint verify --help does not document %q:\n%s", w, r.stdout)
+		}
+	}
+	r = cairn(t, "checkpoint", "clean", "--help")
+	for _, w := range []string{"--retain N", "--dry-run", "lease", "freed N objects"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("checkpoint clean --help does not document %q:\n%s", w, r.stdout)
 		}
 	}
 
 	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}} {
 		r := cairn(t, args...)
 		r.wantExit(t, 0, args...)
-		for _, w := range []string{"demo", "checkpoint verify", "checkpoint inspect", "state read", "version"} {
+		for _, w := range []string{"demo", "checkpoint verify", "checkpoint inspect", "checkpoint clean", "state read", "version"} {
 			if !strings.Contains(r.stdout, "\n  "+w+" ") {
 				t.Errorf("cairn %s does not list %q:\n%s", args[0], w, r.stdout)
 			}
@@ -93,7 +110,7 @@ func TestHelp(t *testing.T) {
 	for _, args := range [][]string{{"checkpoint", "--help"}, {"help", "checkpoint"}} {
 		r := cairn(t, args...)
 		r.wantExit(t, 0, args...)
-		if !strings.Contains(r.stdout, "checkpoint verify") || !strings.Contains(r.stdout, "checkpoint inspect") {
+		if !strings.Contains(r.stdout, "checkpoint verify") || !strings.Contains(r.stdout, "checkpoint inspect") || !strings.Contains(r.stdout, "checkpoint clean") {
 			t.Errorf("cairn %s does not list the checkpoint commands:\n%s", strings.Join(args, " "), r)
 		}
 	}

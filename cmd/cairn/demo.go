@@ -304,7 +304,7 @@ func demoSteps(ctx context.Context, c *cli, s storage.Storage, loc string, n int
 		return err
 	}
 	fmt.Fprintf(w, "4. Final state matches the oracle: %d keys at version %d.\n", keys, final)
-	rep, err := verifyLocation(ctx, s)
+	rep, err := verifyLocation(ctx, s, "")
 	if err != nil {
 		return err
 	}

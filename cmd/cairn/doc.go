@@ -1,6 +1,7 @@
 // Command cairn runs the demo job of cairn and looks into checkpoint
-// locations: it verifies every byte of one, describes what it holds, and
-// prints the contents of a state store version.
+// locations: it verifies every byte of one, describes what it holds,
+// cleans up what a stopped streaming query no longer needs, and prints the
+// contents of a state store version or of a file sink.
 //
 // # Commands
 //
@@ -19,27 +20,49 @@
 // the updates and the kill point; --seed replays a run. Exit status 1 if
 // anything differs.
 //
-//	cairn checkpoint verify DIR
+//	cairn checkpoint verify DIR [--sink SINK]
 //
 // Reads every object of the location and checks it fully: the frame
 // (magic, known kind, format version, chunk checksums, end block), every
 // record of state deltas and snapshots, and that the latest version of
-// each state store loads. One line per problem, naming the object, then a
+// each state store loads. For a streaming query it also checks the
+// metadata, that the offsets and commits logs are contiguous and decode,
+// that commits never run ahead of offsets, that at most one batch is
+// pending, and that the operators' stores hold the last committed
+// version; with --sink, every manifest and part (size, CRC32C) of the
+// query's file sink. One line per problem, naming the object, then a
 // summary; exit status 1 if there is a problem. Files that cairn did not
 // write are problems too.
 //
 //	cairn checkpoint inspect DIR [--json]
 //
-// Describes the state stores of the location (provider, schema, latest and
-// oldest loadable version, snapshots, deltas, bytes) and counts the other
-// objects per top-level prefix with their kinds, as aligned text or as a
-// JSON document whose fields --help documents.
+// Describes the streaming query of the location, if any (ID, pinned
+// settings, first and last batch of the logs, last committed and pending
+// batch, watermarks, state size per operator), its state stores
+// (provider, schema, latest and oldest loadable version, snapshots,
+// deltas, bytes), and counts the other objects per top-level prefix with
+// their kinds, as aligned text or as a JSON document whose fields --help
+// documents.
+//
+//	cairn checkpoint clean DIR --retain N [--dry-run]
+//
+// Deletes the offsets and commits entries of the batches before the last
+// N committed ones (never a log's latest entry, nor a pending batch) and
+// runs every state store's maintenance with N retained versions. It takes
+// the location's writer lease first and refuses while a live query holds
+// it. Prints each object deleted and the objects and bytes freed; with
+// --dry-run it takes no lease and deletes nothing.
 //
 //	cairn state read DIR --operator N --partition P [--name NAME] [--version V]
 //
 // Prints a store's keys and values at version V (default: the latest) as
 // JSON lines in key order, {"key":...,"value":...}, with key_base64 or
 // value_base64 (standard base64) for bytes that are not valid UTF-8.
+//
+//	cairn sink read DIR [--batch N]
+//
+// Prints the rows of the committed batches of a file sink as JSON lines,
+// checking every part against its manifest.
 //
 //	cairn version
 //	cairn help [COMMAND]
@@ -55,6 +78,7 @@
 //	go run ./cmd/cairn demo --dir /tmp/cairn-demo --versions 1000
 //	go run ./cmd/cairn checkpoint verify /tmp/cairn-demo/checkpoint
 //	go run ./cmd/cairn checkpoint inspect /tmp/cairn-demo/checkpoint --json
+//	go run ./cmd/cairn checkpoint clean /tmp/job/checkpoint --retain 10 --dry-run
 //	go run ./cmd/cairn state read /tmp/cairn-demo/checkpoint --operator 0 --partition 0 --version 950
 //
 // # Why the standard flag package

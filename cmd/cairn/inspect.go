@@ -25,10 +25,20 @@ func inspectCommand() *command {
 		args:    "DIR",
 		nargs:   1,
 		argHelp: locationArgHelp,
-		summary: "list the state stores and other objects of a checkpoint location",
+		summary: "describe a checkpoint location: its streaming query, state stores and other objects",
 		doc: `
-Describes what is in the checkpoint location DIR without loading any state:
+Describes what is in the checkpoint location DIR:
 
+  - when DIR holds a streaming query (a metadata object): its ID, creation
+    time and cairn version; its pinned settings (partitions, state provider,
+    source, sink, and each operator's kind, key and value schema, watermark
+    delay and window); the first and last batch of its offsets and commits
+    logs; the last committed batch; the pending batch, written ahead and not
+    committed, which the next start replays; the watermark of the last
+    batch (from its offsets entry) and the next one (from the last commit
+    entry); and per stateful operator the size of its state: keys and
+    bytes summed over its stores, each loaded read-only at its latest
+    version;
   - each state store (a directory state/<operator>/<partition>[/<name>] with
     a _meta object): operator, partition, store name, provider, key and value
     schema, latest version, oldest loadable version, snapshot versions,
@@ -36,8 +46,9 @@ Describes what is in the checkpoint location DIR without loading any state:
   - the other objects, counted per top-level prefix (offsets/, commits/,
     _lease/, ...) with the kinds their headers name.
 
-It reads object headers only; 'cairn checkpoint verify' checks every byte.
-DIR is a directory path or a storage URL. Nothing is written to it.
+Apart from the streaming query's state sizes it reads object headers and
+metadata only; 'cairn checkpoint verify' checks every byte. DIR is a
+directory path or a storage URL. Nothing is written to it.
 
 With --json it prints one JSON document instead of the tables. Its fields,
 which later versions only add to:
@@ -64,7 +75,34 @@ which later versions only add to:
     prefix           "offsets/" for a directory, or the name of a top-level object
     objects, bytes   count and total size
     kinds            object count per kind, e.g. {"log entry": 12}; objects
-                     cairn did not write count as "not a cairn object"`,
+                     cairn did not write count as "not a cairn object"
+  stream           the streaming query; absent when DIR holds none:
+    query_id         the query's ID (32 hex digits)
+    created          when the query first started (RFC 3339)
+    cairn_version    the cairn version that created it
+    pinned           the settings recorded at the first start:
+      partitions       partitions of the stateful operators
+      state_provider   e.g. "memstate"
+      operator_graph   fingerprint of the operators
+      operators[]      {id, kind, key_schema, value_schema, and where they
+                       apply watermark_delay_ms, window_size_ms,
+                       window_slide_ms}
+      source, sink     their identities, e.g. "files:jsonl:/data/out"
+    offsets          {first, last}: the batches of the offsets log; null if empty
+    commits          {first, last}: the batches of the commits log; null if empty
+    last_committed_batch  null if no batch is committed
+    pending_batch    the batch written ahead and not committed; null if none
+    watermark_ms     watermark of the last batch (Unix ms); null if no batch
+    next_watermark_ms  watermark the next batch gets, from the last commit
+                     entry (Unix ms); null if none
+    state[]          per stateful operator, in operator order:
+      operator, kind   its ID and kind
+      stores           state stores found (one per partition)
+      keys             keys at the stores' latest versions
+      state_bytes      the provider's estimate of their size in memory
+      stored_bytes     size of the stores' objects
+      error            why a store could not be loaded; absent when all could
+    errors[]         what could not be read; absent when everything could`,
 		example: `
 cairn checkpoint inspect /tmp/cairn-demo/checkpoint
 cairn checkpoint inspect /tmp/cairn-demo/checkpoint --json | jq '.stores[0].latest_version'`,
@@ -86,6 +124,7 @@ type inspectDoc struct {
 	Bytes    int64        `json:"bytes"`
 	Stores   []storeInfo  `json:"stores"`
 	Other    []prefixInfo `json:"other"`
+	Stream   *streamInfo  `json:"stream,omitempty"`
 }
 
 type storeInfo struct {
@@ -146,6 +185,9 @@ func runInspect(ctx context.Context, c *cli, loc string, asJSON bool) error {
 			break
 		}
 	}
+	if doc.Stream != nil && len(doc.Stream.Errors) > 0 {
+		fmt.Fprintf(c.stderr, "Some of the streaming query could not be read; run 'cairn checkpoint verify %s' to check every object.\n", loc)
+	}
 	return nil
 }
 
@@ -200,6 +242,7 @@ func inspectLocation(ctx context.Context, s storage.Storage) (*inspectDoc, error
 	for _, p := range slices.Sorted(maps.Keys(other)) {
 		doc.Other = append(doc.Other, *other[p])
 	}
+	doc.Stream = describeStream(ctx, s, objs, doc.Stores)
 	return doc, nil
 }
 
@@ -253,6 +296,9 @@ func describeStore(ctx context.Context, s storage.Storage, st storeRef) storeInf
 func printInspect(c *cli, doc *inspectDoc) {
 	w := c.stdout
 	fmt.Fprintf(w, "checkpoint location %s\n%s, %s\n", doc.Location, plural(doc.Objects, "object"), humanBytes(doc.Bytes))
+	if doc.Stream != nil {
+		printStream(w, doc.Stream)
+	}
 	if len(doc.Stores) == 0 {
 		fmt.Fprint(w, "\nState stores: none\n")
 	} else {

@@ -70,6 +70,7 @@ func commands() []*command {
 		demoWriterCommand(),
 		verifyCommand(),
 		inspectCommand(),
+		cleanCommand(),
 		readCommand(),
 		sinkReadCommand(),
 		versionCommand(),

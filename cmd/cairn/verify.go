@@ -2,19 +2,26 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"path"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/cairn-data/cairn/internal/frame"
+	"github.com/cairn-data/cairn/metalog"
 	"github.com/cairn-data/cairn/state"
 	"github.com/cairn-data/cairn/state/memstate"
 	"github.com/cairn-data/cairn/storage"
+	"github.com/cairn-data/cairn/stream"
 )
 
 func verifyCommand() *command {
+	var sink string
 	return &command{
 		name:    "checkpoint verify",
 		args:    "DIR",
@@ -30,18 +37,45 @@ Reads every object of the checkpoint location DIR and checks it fully:
   - for each state store (a directory with a _meta object), that its latest
     version loads.
 
-Prints one line per problem, "OBJECT: what is wrong", then a summary line
-"checked N objects, X bytes, S state stores: M problems". A file that cairn
-did not write (no cairn header) is a problem too.
+When DIR holds a streaming query (a metadata object), it also checks the
+query's bookkeeping, as a restart reads it:
 
-DIR is a directory path or a storage URL. Nothing is written to it.
-Exit status: 0 when the location is sound, 1 when a problem was found or
-the location could not be read, 2 for a wrong command line.`,
+  - the metadata object decodes;
+  - the offsets and commits logs open (entry IDs contiguous: a missing entry
+    is named) and every entry decodes as an offsets or a commit entry of its
+    batch; each batch starts where the one before ended, and the watermark
+    never goes back;
+  - commits never run ahead of offsets, and no commit below the last one is
+    missing; at most one batch is pending (written ahead, not committed);
+  - every stateful operator has a state store per partition, at least at
+    the version the last committed batch left.
+
+With --sink, it checks the file sink the query writes to (the location of
+a stream.FileSink): every manifest _manifests/<batch> decodes, every part
+it lists has the size and CRC32C the manifest records, and every batch in
+the commits log has a manifest. Problems in the sink are named
+"sink <object in the sink>".
+
+Prints one line per problem, "OBJECT: what is wrong", then a summary line
+"checked N objects, X bytes, S state stores[, a streaming query][, a file
+sink of ...]: M problems". A file that cairn did not write (no cairn
+header) is a problem too.
+
+DIR is a directory path or a storage URL. Nothing is written to it, nor
+to the sink. Exit status: 0 when the location is sound, 1 when a problem
+was found or the location could not be read, 2 for a wrong command line.`,
 		example: `
 cairn demo --dir /tmp/cairn-demo
-cairn checkpoint verify /tmp/cairn-demo/checkpoint`,
+cairn checkpoint verify /tmp/cairn-demo/checkpoint
+cairn checkpoint verify /tmp/job/checkpoint --sink /tmp/job/output`,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&sink, "sink", "", "also check the file sink at `DIR` (a directory path or a storage URL) (default: no sink)")
+		},
 		run: func(ctx context.Context, c *cli, inv *invocation) error {
-			return runVerify(ctx, c, inv.args[0])
+			if inv.set["sink"] && sink == "" {
+				return usagef(inv.cmd, "--sink needs the location of a file sink")
+			}
+			return runVerify(ctx, c, inv.args[0], sink)
 		},
 	}
 }
@@ -57,16 +91,24 @@ type verifyReport struct {
 	objects  int
 	bytes    int64
 	stores   int
+	query    bool // the location holds a streaming query
+	sink     *sinkReport
 	problems []problem
 }
 
-func runVerify(ctx context.Context, c *cli, loc string) error {
+// sinkReport is what verify read of a file sink given with --sink.
+type sinkReport struct {
+	manifests, parts int
+	bytes            int64
+}
+
+func runVerify(ctx context.Context, c *cli, loc, sinkLoc string) error {
 	s, err := openLocation(ctx, loc)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	rep, err := verifyLocation(ctx, s)
+	rep, err := verifyLocation(ctx, s, sinkLoc)
 	if err != nil {
 		return err
 	}
@@ -88,8 +130,14 @@ func runVerify(ctx context.Context, c *cli, loc string) error {
 }
 
 func (r *verifyReport) summary() string {
-	return fmt.Sprintf("checked %s, %s, %s: %s", plural(r.objects, "object"), plural64(r.bytes, "byte"),
-		plural(r.stores, "state store"), plural(len(r.problems), "problem"))
+	what := fmt.Sprintf("%s, %s, %s", plural(r.objects, "object"), plural64(r.bytes, "byte"), plural(r.stores, "state store"))
+	if r.query {
+		what += ", a streaming query"
+	}
+	if r.sink != nil {
+		what += fmt.Sprintf(", a file sink of %s (%s, %s)", plural(r.sink.manifests, "manifest"), plural(r.sink.parts, "part"), plural64(r.sink.bytes, "byte"))
+	}
+	return fmt.Sprintf("checked %s: %s", what, plural(len(r.problems), "problem"))
 }
 
 func plural(n int, word string) string { return plural64(int64(n), word) }
@@ -109,7 +157,7 @@ const verifyWorkers = 8
 // state store. It returns an error only when the location cannot be
 // listed; everything wrong with the contents is a problem in the report,
 // in listing order of the objects, then the stores.
-func verifyLocation(ctx context.Context, s storage.Storage) (*verifyReport, error) {
+func verifyLocation(ctx context.Context, s storage.Storage, sinkLoc string) (*verifyReport, error) {
 	objs, err := s.List(ctx, "")
 	if err != nil {
 		return nil, fmt.Errorf("list checkpoint location %s: %w", s.Location(), err)
@@ -165,12 +213,25 @@ func verifyLocation(ctx context.Context, s storage.Storage) (*verifyReport, erro
 			rep.problems = append(rep.problems, problem{dir, "holds state files but no " + state.MetaObject + " object: the store's metadata is missing, so no run can open it"})
 		}
 	}
+	latest := map[string]int64{} // the latest version of each store that could be opened
 	for _, st := range stores {
 		if bad[st.dir+"/"+state.MetaObject] {
 			continue // reported above; the store cannot be opened
 		}
-		if what := checkStore(ctx, s, st); what != "" {
+		v, what := checkStore(ctx, s, st)
+		if what != "" {
 			rep.problems = append(rep.problems, problem{"state store " + st.dir, what})
+		}
+		if v >= 0 {
+			latest[st.dir] = v
+		}
+	}
+	isQuery, queryProblems := checkQuery(ctx, s, objs, bad, latest)
+	rep.query = isQuery
+	rep.problems = append(rep.problems, queryProblems...)
+	if sinkLoc != "" {
+		if err := checkSink(ctx, rep, sinkLoc, s); err != nil {
+			return nil, err
 		}
 	}
 	return rep, nil
@@ -200,30 +261,238 @@ func verifyObject(ctx context.Context, s storage.Storage, name string) error {
 }
 
 // checkStore opens a store the way a restart would and loads its latest
-// version. It returns what went wrong, or "".
-func checkStore(ctx context.Context, s storage.Storage, st storeRef) string {
+// version. It returns the latest version (-1 when unknown) and what went
+// wrong, or "".
+func checkStore(ctx context.Context, s storage.Storage, st storeRef) (int64, string) {
 	meta, err := state.ReadMeta(ctx, s, st.id)
 	if err != nil {
-		return "cannot read its metadata: " + err.Error()
+		return -1, "cannot read its metadata: " + err.Error()
 	}
 	p, err := state.Open(ctx, meta.Provider, s, st.id, meta.Schema, state.Options{MaintenanceInterval: -1})
 	if err != nil {
-		return "cannot be opened: " + err.Error()
+		return -1, "cannot be opened: " + err.Error()
 	}
 	defer p.Close()
 	latest, err := p.LatestVersion(ctx)
 	if err != nil {
-		return "cannot tell its latest version: " + err.Error()
+		return -1, "cannot tell its latest version: " + err.Error()
 	}
 	rs, err := p.GetReadStore(ctx, latest)
 	if err != nil {
-		return fmt.Sprintf("latest version %d cannot be loaded: %v", latest, err)
+		return latest, fmt.Sprintf("latest version %d cannot be loaded: %v", latest, err)
 	}
 	defer rs.Abort()
 	for _, err := range rs.Range(nil, nil) {
 		if err != nil {
-			return fmt.Sprintf("latest version %d cannot be read: %v", latest, err)
+			return latest, fmt.Sprintf("latest version %d cannot be read: %v", latest, err)
 		}
 	}
-	return ""
+	return latest, ""
+}
+
+// checkQuery checks the streaming query of a location, if the listing has
+// its metadata object: that the metadata decodes; that the offsets and
+// commits logs open (contiguous IDs) and each entry decodes as its kind;
+// that consecutive offsets entries follow each other and the watermark
+// never goes back; that commits never run ahead of offsets nor miss a
+// batch below the last commit; that at most one batch is pending; and
+// that every stateful operator has a store per partition holding the
+// version the last committed batch left. Objects in bad were reported
+// already and are not read again. latest holds the latest version of the
+// stores that could be opened.
+func checkQuery(ctx context.Context, s storage.Storage, objs []storage.ObjectInfo, bad map[string]bool, latest map[string]int64) (bool, []problem) {
+	if !hasObject(objs, stream.MetadataObject) {
+		return false, nil
+	}
+	var out []problem
+	add := func(object, format string, a ...any) { out = append(out, problem{object, fmt.Sprintf(format, a...)}) }
+	var meta *stream.Metadata
+	if !bad[stream.MetadataObject] {
+		m, err := stream.ReadMetadata(ctx, s)
+		if err != nil {
+			add(stream.MetadataObject, "%s", describeObjectErr(stream.MetadataObject, err))
+		} else {
+			meta = &m
+		}
+	}
+
+	q := openQueryLogs(ctx, s)
+	for _, l := range []struct {
+		name string
+		err  error
+	}{{stream.OffsetsLog, q.offsetsErr}, {stream.CommitsLog, q.commitsErr}} {
+		var ge *metalog.GapError
+		switch {
+		case l.err == nil:
+		case errors.As(l.err, &ge) && len(ge.Missing) > 0:
+			add(fmt.Sprintf("%s/%d", l.name, ge.Missing[0]), "missing: %s", strings.TrimPrefix(ge.Error(), "metalog: "))
+		default:
+			add(l.name+"/", "%s", strings.TrimPrefix(l.err.Error(), "metalog: "))
+		}
+	}
+	if q.offsets != nil && q.hasOff {
+		first, _ := q.offsets.Earliest()
+		var prev *stream.OffsetsEntry
+		for id := first; id <= q.lastOff && ctx.Err() == nil; id++ {
+			name := q.offsets.Object(id)
+			if bad[name] {
+				prev = nil
+				continue
+			}
+			e, err := stream.ReadOffsetsEntry(ctx, q.offsets, id)
+			if err != nil {
+				add(name, "%s", describeObjectErr(name, err))
+				prev = nil
+				continue
+			}
+			if prev != nil && !slices.Equal(prev.End, e.Start) {
+				add(name, "batch %d starts at source offsets %v, but batch %d ended at %v: each batch must start where the one before ended", id, e.Start, id-1, prev.End)
+			}
+			prev = e
+		}
+	}
+	if q.commits != nil && q.hasCommit {
+		first, _ := q.commits.Earliest()
+		var prev *stream.CommitEntry
+		for id := first; id <= q.lastCommit && ctx.Err() == nil; id++ {
+			name := q.commits.Object(id)
+			if bad[name] {
+				prev = nil
+				continue
+			}
+			c, err := stream.ReadCommitEntry(ctx, q.commits, id)
+			if err != nil {
+				add(name, "%s", describeObjectErr(name, err))
+				prev = nil
+				continue
+			}
+			if prev != nil && c.NextWatermark < prev.NextWatermark {
+				add(name, "next watermark %d ms is before batch %d's %d ms: the watermark never goes back", c.NextWatermark, id-1, prev.NextWatermark)
+			}
+			prev = c
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return true, out
+	}
+
+	if q.offsets != nil && q.commits != nil {
+		offFirst, _ := q.offsets.Earliest()
+		comFirst, _ := q.commits.Earliest()
+		switch {
+		case q.hasCommit && !q.hasOff:
+			add(q.commits.Object(q.lastCommit), "batch %d is committed but the offsets log is empty: commits never run ahead of offsets, so offsets entries were lost", q.lastCommit)
+		case q.hasCommit && q.lastCommit > q.lastOff:
+			add(q.commits.Object(q.lastCommit), "batch %d is committed but the offsets log ends at batch %d: commits never run ahead of offsets, so offsets entries were lost", q.lastCommit, q.lastOff)
+		case q.hasCommit && comFirst > offFirst:
+			add(q.commits.Object(offFirst), "missing: batch %d has an offsets entry and batches up to %d are committed, but the commits log starts at batch %d: commit entries were deleted outside cairn (cairn purges offsets first, then commits)",
+				offFirst, q.lastCommit, comFirst)
+		}
+		if p, ok := q.pending(); ok && (q.hasCommit && p > q.lastCommit+1 || !q.hasCommit && p > 0) {
+			committed := "none is committed"
+			if q.hasCommit {
+				committed = fmt.Sprintf("commits end at batch %d", q.lastCommit)
+			}
+			add(q.offsets.Object(p), "offsets run to batch %d but %s: more than one batch is pending, which one writer never leaves; a restart refuses the location", p, committed)
+		}
+	}
+
+	if meta != nil && q.commits != nil && q.hasCommit && q.offsets != nil && q.hasOff && q.lastCommit <= q.lastOff {
+		want := q.lastCommit + 1 // the version the last committed batch left
+		for _, op := range meta.Pinned.Operators {
+			if !op.Stateful() {
+				continue
+			}
+			for p := range meta.Pinned.Partitions {
+				dir := state.StoreID{Operator: op.ID, Partition: int32(p)}.Dir()
+				if !hasPrefix(objs, dir+"/") {
+					add("state store "+dir, "missing: batch %d is committed, so operator %d (%s) must have a state store for partition %d", q.lastCommit, op.ID, op.Kind, p)
+				} else if v, ok := latest[dir]; ok && v < want {
+					add("state store "+dir, "latest version is %d, but batch %d is committed, which left version %d: state versions were lost", v, q.lastCommit, want)
+				}
+			}
+		}
+	}
+	return true, out
+}
+
+// hasPrefix reports whether an object of the sorted listing starts with
+// prefix.
+func hasPrefix(objs []storage.ObjectInfo, prefix string) bool {
+	i, _ := slices.BinarySearchFunc(objs, prefix, func(o storage.ObjectInfo, p string) int { return strings.Compare(o.Name, p) })
+	return i < len(objs) && strings.HasPrefix(objs[i].Name, prefix)
+}
+
+// sinkObject names an object of the file sink in a problem line.
+func sinkObject(name string) string { return "sink " + name }
+
+// checkSink checks the file sink at loc: every manifest decodes, and every
+// part it lists has the size and CRC32C the manifest records. When the
+// checkpoint location ckpt holds a query writing to a file sink, every
+// batch of its commits log must have a manifest. It returns an error only
+// when the sink cannot be read at all.
+func checkSink(ctx context.Context, rep *verifyReport, loc string, ckpt storage.Storage) error {
+	st, err := openSink(ctx, loc)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	objs, err := st.List(ctx, stream.FileSinkManifests+"/")
+	if err != nil {
+		return fmt.Errorf("list the manifests of file sink %s: %w", loc, err)
+	}
+	sr := &sinkReport{}
+	rep.sink = sr
+	add := func(object, what string) { rep.problems = append(rep.problems, problem{sinkObject(object), what}) }
+	have := map[int64]bool{}
+	for _, o := range objs {
+		rest := strings.TrimPrefix(o.Name, stream.FileSinkManifests+"/")
+		id, err := strconv.ParseInt(rest, 10, 64)
+		if err != nil || id < 0 || strconv.FormatInt(id, 10) != rest {
+			add(o.Name, "not a manifest: names under "+stream.FileSinkManifests+"/ are batch IDs")
+			continue
+		}
+		have[id] = true
+		sr.manifests++
+		m, err := stream.ReadFileSinkManifest(ctx, st, id)
+		if err != nil {
+			add(o.Name, describeObjectErr(o.Name, err))
+			continue
+		}
+		for _, f := range m.Files {
+			sr.parts++
+			sr.bytes += f.Bytes
+			if _, err := stream.ReadFileSinkPart(ctx, st, f); err != nil {
+				add(f.Name, describeObjectErr(f.Name, err))
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+	}
+
+	meta, err := stream.ReadMetadata(ctx, ckpt)
+	if err != nil || !strings.HasPrefix(meta.Pinned.Sink, "files:") {
+		return nil // not a query writing to a file sink: nothing to match
+	}
+	q := openQueryLogs(ctx, ckpt)
+	if q.offsets == nil || q.commits == nil || !q.hasCommit || !q.hasOff {
+		return nil // reported with the query
+	}
+	first, _ := q.commits.Earliest()
+	last := min(q.lastCommit, q.lastOff) // a commit past the offsets log is reported with the query
+	var missing []int64
+	for b := first; b <= last; b++ {
+		if !have[b] {
+			missing = append(missing, b)
+		}
+	}
+	if len(missing) > 0 {
+		what := fmt.Sprintf("missing: batch %d is committed, so its output is in the sink, but the sink has no manifest for it", missing[0])
+		if len(missing) > 1 {
+			what += fmt.Sprintf(" (nor for %d more committed batches, up to %d)", len(missing)-1, missing[len(missing)-1])
+		}
+		add(stream.FileSinkManifestObject(missing[0]), what+"; is --sink the query's sink ("+strings.TrimPrefix(meta.Pinned.Sink, "files:")+")?")
+	}
+	return nil
 }
