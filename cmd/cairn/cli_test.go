@@ -25,8 +25,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"state", "read", "--operator", "0", "--partition", "0"}, []string{"missing DIR"}},
 		{[]string{"state", "read", dir, "--operator", "x", "--partition", "0"}, []string{`invalid value "x" for flag --operator`}},
 		{[]string{"state", "read", dir, "--operator", "0", "--partition", "0", "--version", "-1"}, []string{"--version -1 is negative"}},
-		{[]string{"demo", "--versions", "2"}, []string{"--versions 2 is out of range"}},
-		{[]string{"demo", "--bogus"}, []string{"flag provided but not defined: --bogus", "cairn demo --help"}},
+		{[]string{"demo-state", "--versions", "2"}, []string{"--versions 2 is out of range"}},
+		{[]string{"demo-state", "--bogus"}, []string{"flag provided but not defined: --bogus", "cairn demo-state --help"}},
 		{[]string{"demo", "now"}, []string{`unexpected argument "now"`}},
 		{[]string{"help", "frobnicate"}, []string{`unknown command "frobnicate"`}},
 		{[]string{"checkpoint", "clean", dir}, []string{"--retain is required", "usage: cairn checkpoint clean DIR [flags]"}},
@@ -69,7 +69,7 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	// Flags are listed with their defaults.
-	r := cairn(t, "demo", "--help")
+	r := cairn(t, "demo-state", "--help")
 	for _, w := range []string{"--dir DIR", "--versions N", "(default 300)", "--seed SEED", "(default: random)"} {
 		if !strings.Contains(r.stdout, w) {
 			t.Errorf("demo --help does not list %q:\n%s", w, r.stdout)

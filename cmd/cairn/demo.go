@@ -43,17 +43,17 @@ func demoWorkload(seed uint64) statecheck.Workload {
 	return statecheck.Workload{Seed: seed, Keys: demoKeys, PerBatch: demoPerBatch}
 }
 
-func demoCommand() *command {
+func demoStateCommand() *command {
 	var (
 		dir      string
 		versions int64
 		seed     uint64
 	)
 	return &command{
-		name:    "demo",
-		summary: "write state in a child process, SIGKILL it, recover and check against an oracle",
+		name:    "demo-state",
+		summary: "the state store alone: write state in a child process, SIGKILL it, recover and check against an oracle",
 		doc: `
-The main job of cairn for now, end to end on local disk. A child process
+The state store layer end to end on local disk. A child process
 (this same program) commits --versions versions of random puts and deletes
 to a state store in a checkpoint location, each version a durable delta,
 with a snapshot every 10 versions. At a random point the demo kills the
@@ -67,8 +67,8 @@ The seed decides the updates and the kill point; the demo prints it, and
 --seed replays the same run. Exit status 1 if anything differs from the
 oracle; the checkpoint is then kept for investigation.`,
 		example: `
-cairn demo
-cairn demo --dir /tmp/cairn-demo --versions 1000
+cairn demo-state
+cairn demo-state --dir /tmp/cairn-demo --versions 1000
 cairn checkpoint verify /tmp/cairn-demo/checkpoint`,
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&dir, "dir", "", "keep the checkpoint in `DIR`/checkpoint (default: a temporary directory, removed at the end)")
@@ -140,7 +140,7 @@ func runDemo(ctx context.Context, c *cli, dir string, n int64, seed uint64) erro
 	if tmp == "" {
 		where = loc
 	}
-	fmt.Fprintf(w, "cairn demo: a writer process commits versions of a state store; we kill it with\n"+
+	fmt.Fprintf(w, "cairn demo-state: a writer process commits versions of a state store; we kill it with\n"+
 		"SIGKILL, recover from the checkpoint, and check every key against an oracle (a Go\n"+
 		"map that replays the same updates).\n\n")
 	fmt.Fprintf(w, "  seed        %d (replay this run with --seed %d)\n", seed, seed)
@@ -154,7 +154,7 @@ func runDemo(ctx context.Context, c *cli, dir string, n int64, seed uint64) erro
 	var df *demoFailure
 	if errors.As(err, &df) {
 		keep = true
-		fmt.Fprintf(c.stderr, "\ncairn demo: FAILED: %s\n  replay with: cairn demo --seed %d --versions %d\n  the checkpoint is kept for investigation in %s\n",
+		fmt.Fprintf(c.stderr, "\ncairn demo-state: FAILED: %s\n  replay with: cairn demo-state --seed %d --versions %d\n  the checkpoint is kept for investigation in %s\n",
 			df.msg, seed, n, loc)
 		return errReported
 	}
@@ -487,7 +487,7 @@ func demoWriterCommand() *command {
 		name:   "demo-writer",
 		hidden: true,
 		doc: `
-The child process of 'cairn demo': opens the demo's state store in the
+The child process of 'cairn demo-state': opens the demo's state store in the
 checkpoint location, resumes from its latest version, and commits the
 demo workload of --seed up to version --versions, printing "committed V"
 after each commit. Not meant to be run by hand.`,

@@ -27,7 +27,7 @@ func TestDemo(t *testing.T) {
 	t.Logf("seed %d (replay with CAIRN_SEED=%d)", seed, seed)
 	dir := t.TempDir()
 	loc := filepath.Join(dir, "checkpoint")
-	args := []string{"demo", "--dir", dir, "--versions", "60", "--seed", strconv.FormatUint(seed, 10)}
+	args := []string{"demo-state", "--dir", dir, "--versions", "60", "--seed", strconv.FormatUint(seed, 10)}
 	r := cairn(t, args...)
 	r.wantExit(t, 0, args...)
 	for _, want := range []string{

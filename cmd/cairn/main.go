@@ -67,6 +67,8 @@ type invocation struct {
 func commands() []*command {
 	return []*command{
 		demoCommand(),
+		demoJobCommand(),
+		demoStateCommand(),
 		demoWriterCommand(),
 		verifyCommand(),
 		inspectCommand(),

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -65,6 +66,7 @@ type Options struct {
 	Trigger                   stream.Trigger
 	MaxFilesPerBatch          int
 	StateProvider             string
+	Logger                    *slog.Logger // per-batch progress; default slog.Default()
 }
 
 // Run runs the job until the trigger stops it or ctx is cancelled.
@@ -82,7 +84,7 @@ func Run(ctx context.Context, o Options) error {
 	if provider == "memory" {
 		provider = "memstate"
 	}
-	q, err := stream.Start(ctx, src, Plan, sink, stream.Options{Checkpoint: o.Checkpoint, Trigger: o.Trigger, StateProvider: provider})
+	q, err := stream.Start(ctx, src, Plan, sink, stream.Options{Checkpoint: o.Checkpoint, Trigger: o.Trigger, StateProvider: provider, Logger: o.Logger})
 	if err != nil {
 		return err
 	}
