@@ -233,6 +233,9 @@ type BatchProgress struct {
 	State     []OperatorProgress
 	Watermark int64 // the batch's watermark, Unix ms
 	LateRows  int64 // rows dropped as later than the watermark
+	// DeadLetters is the number of bad input records the source set aside
+	// in this batch (a replay counts none that an earlier run counted).
+	DeadLetters int64
 	// MetadataQueue is the number of metadata writes still queued when the
 	// batch ended: above zero, checkpointing is behind the batches.
 	MetadataQueue int
@@ -253,10 +256,39 @@ func (p BatchProgress) attrs() []any {
 		slog.Duration("plan", p.Phases.Plan), slog.Duration("write_ahead", p.Phases.WriteAhead),
 		slog.Duration("execute", p.Phases.Execute), slog.Duration("commit_log", p.Phases.CommitLog),
 	}
-	attrs = append(attrs, slog.Int64("watermark_ms", p.Watermark), slog.Int64("late_rows", p.LateRows), slog.Int("metadata_queue", p.MetadataQueue))
+	attrs = append(attrs, slog.Int64("watermark_ms", p.Watermark), slog.Int64("late_rows", p.LateRows), slog.Int64("dead_letters", p.DeadLetters), slog.Int("metadata_queue", p.MetadataQueue))
 	for _, o := range p.State {
 		attrs = append(attrs, slog.Group(fmt.Sprintf("operator_%d", o.Operator),
 			slog.Int64("state_keys", o.Keys), slog.Int64("state_bytes", o.MemoryBytes), slog.Int64("state_bytes_written", o.BytesWritten)))
 	}
 	return attrs
+}
+
+// AggregateByKeyComplete is AggregateByKey in Spark's complete output
+// mode: after merging the batch, it outputs every key in the state with
+// its aggregate, in key order per partition (the whole result table, every
+// batch). For small results, such as dashboards.
+func AggregateByKeyComplete[K comparable, V any](b *Batch, op int64, in *dataset.Dataset[dataset.Pair[K, V]], merge func(a, b V) V,
+	kc state.Codec[K], vc state.Codec[V]) (*dataset.Dataset[dataset.Pair[K, V]], error) {
+	schema := state.SchemaOf(kc, vc)
+	if err := b.register(OperatorInfo{ID: op, Kind: "AggregateByKeyComplete", KeySchema: schema.Key, ValueSchema: schema.Value}); err != nil {
+		return nil, err
+	}
+	reduced := dataset.ReduceByKey(in, merge, b.partitions)
+	if b.dryRun {
+		return reduced, nil
+	}
+	return statefulOp(b, op, schema, reduced, func(ctx context.Context, st state.Store, recs iter.Seq2[dataset.Pair[K, V], error]) ([]dataset.Pair[K, V], error) {
+		if _, err := aggregate(st, recs, merge, kc, vc); err != nil {
+			return nil, err
+		}
+		var all []dataset.Pair[K, V]
+		for e, err := range state.NewTyped(st, kc, vc).All() {
+			if err != nil {
+				return nil, err
+			}
+			all = append(all, dataset.Pair[K, V]{Key: e.Key, Value: e.Value})
+		}
+		return all, nil
+	}), nil
 }

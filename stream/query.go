@@ -417,6 +417,11 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 	}
 
 	phase = time.Now()
+	dlc, countsDead := q.src.(DeadLetterCounter)
+	var deadBefore int64
+	if countsDead {
+		deadBefore = dlc.DeadLetters()
+	}
 	in := dataset.FromFunc(q.session, fmt.Sprintf("Source %s batch %d", q.src.Identity(), entry.Batch), len(entry.End),
 		func(ctx context.Context, part int, emit func(In) error) error {
 			return q.src.Read(ctx, part, entry.Start[part], entry.End[part], emit)
@@ -431,6 +436,9 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("stream: batch %d: sink %s: %w", entry.Batch, q.sink.Identity(), err)
 	}
 	p.Phases.Execute = time.Since(phase)
+	if countsDead {
+		p.DeadLetters = dlc.DeadLetters() - deadBefore
+	}
 	if err := b.checkCommitted(); err != nil {
 		return false, err
 	}

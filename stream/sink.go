@@ -1,7 +1,11 @@
 package stream
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"sync"
@@ -88,4 +92,31 @@ func (m *MemorySink[T]) All() []T {
 		out = append(out, m.Batch(id)...)
 	}
 	return out
+}
+
+// ConsoleSink prints each batch's records as JSON lines to W, after a
+// "-- batch N" header line, like Spark's console sink: for development.
+// A replayed batch is printed again.
+type ConsoleSink[T any] struct {
+	W io.Writer
+}
+
+// Identity implements Sink.
+func (c ConsoleSink[T]) Identity() string { return "console" }
+
+// AddBatch implements Sink.
+func (c ConsoleSink[T]) AddBatch(ctx context.Context, batchID int64, data *dataset.Dataset[T]) error {
+	recs, err := data.Collect(ctx)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriter(c.W)
+	fmt.Fprintf(bw, "-- batch %d: %d records\n", batchID, len(recs))
+	enc := json.NewEncoder(bw)
+	for _, r := range recs {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
 }

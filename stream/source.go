@@ -39,6 +39,13 @@ type CheckpointedSource interface {
 	Attach(ctx context.Context, st storage.Storage, prefix string) error
 }
 
+// DeadLetterCounter is an optional interface of a Source that sets bad
+// records aside instead of failing (FileSource with DeadLetter): the query
+// reports, per batch, how many it set aside.
+type DeadLetterCounter interface {
+	DeadLetters() int64
+}
+
 // MemorySource is an in-memory source of records appended by the test or
 // program that owns it, in a fixed number of partitions. Safe for
 // concurrent use. Its records live as long as the process: a query that
