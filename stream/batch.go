@@ -24,9 +24,10 @@ type Batch struct {
 	stores     *stores
 	ops        []OperatorInfo
 
-	watermark int64 // Unix ms; records before it are late
-	timestamp int64 // the batch's processing time, Unix ms, from its offsets entry
-	lateRows  atomic.Int64
+	commitNanos atomic.Int64 // time spent committing state stores, summed over partitions
+	watermark   int64        // Unix ms; records before it are late
+	timestamp   int64        // the batch's processing time, Unix ms, from its offsets entry
+	lateRows    atomic.Int64
 
 	mu        sync.Mutex
 	committed map[storeKey]state.Metrics // stores committed by this batch
@@ -225,10 +226,12 @@ type BatchProgress struct {
 	Duration  time.Duration
 	InputRows int64
 	Phases    struct {
-		Plan       time.Duration // deciding the range
-		WriteAhead time.Duration // the offsets entry
-		Execute    time.Duration // running the plan, state commits and the sink
-		CommitLog  time.Duration // the commit entry
+		Plan        time.Duration // deciding the range
+		WriteAhead  time.Duration // the offsets entry
+		Execute     time.Duration // running the plan, state commits and the sink (the whole batch execution)
+		StateCommit time.Duration // of which committing state stores, summed over partitions (they run in parallel)
+		Sink        time.Duration // the sink's AddBatch, which also computes the plan
+		CommitLog   time.Duration // queueing the commit entry (written behind, see MetadataQueue)
 	}
 	State     []OperatorProgress
 	Watermark int64 // the batch's watermark, Unix ms
@@ -254,7 +257,8 @@ func (p BatchProgress) attrs() []any {
 		slog.Int64("batch", p.Batch), slog.Bool("replay", p.Replay), slog.Int64("input_rows", p.InputRows),
 		slog.Float64("rows_per_s", p.RowsPerSecond()), slog.Duration("duration", p.Duration),
 		slog.Duration("plan", p.Phases.Plan), slog.Duration("write_ahead", p.Phases.WriteAhead),
-		slog.Duration("execute", p.Phases.Execute), slog.Duration("commit_log", p.Phases.CommitLog),
+		slog.Duration("execute", p.Phases.Execute), slog.Duration("state_commit", p.Phases.StateCommit),
+		slog.Duration("sink", p.Phases.Sink), slog.Duration("commit_log", p.Phases.CommitLog),
 	}
 	attrs = append(attrs, slog.Int64("watermark_ms", p.Watermark), slog.Int64("late_rows", p.LateRows), slog.Int64("dead_letters", p.DeadLetters), slog.Int("metadata_queue", p.MetadataQueue))
 	for _, o := range p.State {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"iter"
+	"time"
 
 	"github.com/cairn-data/cairn/dataset"
 	"github.com/cairn-data/cairn/state"
@@ -60,6 +61,8 @@ func withStore[Out any](ctx context.Context, b *Batch, k storeKey, schema state.
 		return nil, fmt.Errorf("stream: batch %d: operator %d, partition %d: %w", b.ID, k.op, k.part, err)
 	}
 	m := st.Metrics()
+	start := time.Now()
+	defer func() { b.commitNanos.Add(int64(time.Since(start))) }()
 	if _, err := st.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("stream: batch %d: commit state of operator %d, partition %d: %w", b.ID, k.op, k.part, err)
 	}

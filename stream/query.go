@@ -432,10 +432,13 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("stream: plan batch %d: %w", entry.Batch, err)
 	}
+	sinkStart := time.Now()
 	if err := q.sink.AddBatch(ctx, entry.Batch, out); err != nil {
 		return false, fmt.Errorf("stream: batch %d: sink %s: %w", entry.Batch, q.sink.Identity(), err)
 	}
+	p.Phases.Sink = time.Since(sinkStart)
 	p.Phases.Execute = time.Since(phase)
+	p.Phases.StateCommit = time.Duration(b.commitNanos.Load())
 	if countsDead {
 		p.DeadLetters = dlc.DeadLetters() - deadBefore
 	}

@@ -86,6 +86,9 @@ func TestQueryAggregatesExactlyOnceAcrossRestarts(t *testing.T) {
 	if len(p) == 0 || p[len(p)-1].State[0].Keys != int64(len(want)) {
 		t.Fatalf("progress does not report the state's keys: %+v", p)
 	}
+	if last := p[len(p)-1]; last.Phases.StateCommit <= 0 || last.Phases.Sink <= 0 || last.Phases.Execute < last.Phases.Sink || last.InputRows == 0 {
+		t.Fatalf("progress phases are not filled in: %+v", last.Phases)
+	}
 }
 
 // restartAfterCrash simulates the death of the process of q: its lease is
