@@ -70,8 +70,12 @@ func New() *Provider {
 	return &Provider{kick: make(chan struct{}, 1), indexKick: make(chan struct{}, 1)}
 }
 
+// indexChunk is how many changes the indexer applies per lock hold: a
+// writer waits at most that long (a few milliseconds) for the lock.
+const indexChunk = 4096
+
 // indexer applies queued batches to the ordered index of the latest
-// table, one batch per lock hold, off the commit path.
+// table, a chunk per lock hold, off the commit path.
 func (p *Provider) indexer() {
 	defer close(p.indexDone)
 	for {
@@ -87,7 +91,7 @@ func (p *Provider) indexer() {
 			default:
 			}
 			p.mu.Lock()
-			did := p.cur != nil && p.cur.syncOne()
+			did := p.cur != nil && p.cur.syncSome(indexChunk)
 			p.mu.Unlock()
 			if !did {
 				break

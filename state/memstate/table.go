@@ -1,6 +1,7 @@
 package memstate
 
 import (
+	"math"
 	"slices"
 	"strings"
 	"unsafe"
@@ -33,7 +34,7 @@ type table struct {
 	version int64
 	m       map[string][]byte // nil in read-only tables
 	t       *index            // behind m by the batches in lag
-	lag     [][]change        // committed batches not yet in t, oldest first
+	lag     []*lagBatch       // committed batches not yet in t, oldest first
 	lagLen  int               // changes in lag
 	bytes   int64             // sum of key and value lengths
 }
@@ -93,11 +94,10 @@ func (t *table) revertMap(undos []undo) {
 	}
 }
 
-// applyToIndex applies a batch to the ordered index in key order, with a
-// path hint so that each change starts its search where the last ended
-// (random order is several times slower), and returns the change in bytes
-// as the index sees it.
-func (t *table) applyToIndex(batch []change) (bytesDiff int64) {
+// sortedOrder returns the indexes of a batch's effective changes in key
+// order: applied in that order, with a path hint, each change starts its
+// search where the last one ended (random order is several times slower).
+func sortedOrder(batch []change) []int32 {
 	order := make([]int32, 0, len(batch))
 	for i := range batch {
 		if !batch[i].noop {
@@ -105,8 +105,14 @@ func (t *table) applyToIndex(batch []change) (bytesDiff int64) {
 		}
 	}
 	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(batch[a].key, batch[b].key) })
+	return order
+}
+
+// applyOrdered applies batch[order[i]] for i in [from, to) to the index
+// and returns the change in bytes as the index sees it.
+func (t *table) applyOrdered(batch []change, order []int32, from, to int) (bytesDiff int64) {
 	var hint btree.PathHint
-	for _, i := range order {
+	for _, i := range order[from:to] {
 		c := &batch[i]
 		if c.del {
 			if old, ok := t.t.DeleteHint(entry{key: c.key}, &hint); ok {
@@ -122,9 +128,23 @@ func (t *table) applyToIndex(batch []change) (bytesDiff int64) {
 	return bytesDiff
 }
 
+// applyToIndex applies a whole batch to the ordered index.
+func (t *table) applyToIndex(batch []change) (bytesDiff int64) {
+	order := sortedOrder(batch)
+	return t.applyOrdered(batch, order, 0, len(order))
+}
+
+// lagBatch is a committed batch waiting for the index, applied in key
+// order, possibly over several lock holds.
+type lagBatch struct {
+	changes []change
+	order   []int32 // sorted on first use
+	pos     int     // entries of order already applied
+}
+
 // addLag queues a batch already in the map for the index.
 func (t *table) addLag(batch []change) {
-	t.lag = append(t.lag, batch)
+	t.lag = append(t.lag, &lagBatch{changes: batch})
 	t.lagLen += len(batch)
 }
 
@@ -133,18 +153,30 @@ func (t *table) addLag(batch []change) {
 // memory stays proportional to the state when the indexer falls behind.
 func (t *table) lagOverCap() bool { return t.lagLen > len(t.m)+1<<16 }
 
-// syncOne applies the oldest queued batch to the index.
-func (t *table) syncOne() bool {
+// syncSome applies at most n changes of the oldest queued batch to the
+// index, so that the indexer holds the provider's lock only briefly. It
+// reports whether there was anything to apply.
+func (t *table) syncSome(n int) bool {
 	if len(t.lag) == 0 {
 		return false
 	}
-	batch := t.lag[0]
-	t.lag[0] = nil
-	t.lag = t.lag[1:]
-	t.lagLen -= len(batch)
-	t.applyToIndex(batch)
+	lb := t.lag[0]
+	if lb.order == nil {
+		lb.order = sortedOrder(lb.changes)
+	}
+	to := min(lb.pos+n, len(lb.order))
+	t.applyOrdered(lb.changes, lb.order, lb.pos, to)
+	lb.pos = to
+	if lb.pos == len(lb.order) {
+		t.lag[0] = nil
+		t.lag = t.lag[1:]
+		t.lagLen -= len(lb.changes)
+	}
 	return true
 }
+
+// syncOne applies the rest of the oldest queued batch.
+func (t *table) syncOne() bool { return t.syncSome(math.MaxInt) }
 
 // syncIndex brings the index up to date, for whatever needs order now.
 func (t *table) syncIndex() {
