@@ -164,7 +164,7 @@ func (t *table) syncSome(n int) bool {
 	if lb.order == nil {
 		lb.order = sortedOrder(lb.changes)
 	}
-	to := min(lb.pos+n, len(lb.order))
+	to := lb.pos + min(n, len(lb.order)-lb.pos) // n may be math.MaxInt: no overflow
 	t.applyOrdered(lb.changes, lb.order, lb.pos, to)
 	lb.pos = to
 	if lb.pos == len(lb.order) {
