@@ -211,3 +211,29 @@ func TestLineageOfSharedDatasetsStaysSmall(t *testing.T) {
 		t.Fatalf("Explain does not refer back to a shared sub-plan:\n%s", text[:min(len(text), 500)])
 	}
 }
+
+// The partition of a key is part of the durable format (it decides the
+// state store a key lives in): these values must never change.
+func TestStableHashIsStable(t *testing.T) {
+	type composite struct {
+		Start int64
+		Key   string
+	}
+	cases := []struct {
+		name string
+		got  uint64
+		want uint64
+	}{
+		{"string", stableHash("user-17"), stableHashGolden["string"]},
+		{"int64", stableHash(int64(42)), stableHashGolden["int64"]},
+		{"struct", stableHash(composite{60_000, "u1"}), stableHashGolden["struct"]},
+	}
+	for _, c := range cases {
+		if c.got != c.want {
+			t.Errorf("stableHash(%s) = %#x, want %#x: changing it moves keys to other partitions and breaks existing state", c.name, c.got, c.want)
+		}
+	}
+	if stableHash(composite{1, "a"}) == stableHash(composite{1, "b"}) || stableHash(composite{1, "a"}) == stableHash(composite{2, "a"}) {
+		t.Error("struct fields do not all count in the hash")
+	}
+}

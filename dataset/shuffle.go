@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"reflect"
 	"slices"
 	"sync"
 )
@@ -407,43 +408,81 @@ func bucketOf[K comparable](k K, n int) int {
 	return int(stableHash(k) % uint64(n))
 }
 
-// stableHash hashes a key the same way in every run. Basic types hash
-// their value; other comparable types hash their %#v representation, which
-// is stable for structs and arrays of basic types (not for pointers).
+// stableHash hashes a key the same way in every run and every process:
+// it decides which partition, and so which state store, a key belongs to,
+// so it is part of cairn's durable format and must not change. Integers,
+// floats, bools and strings hash their value; structs and arrays combine
+// the hashes of their fields in order (through reflection, once per type);
+// other kinds (pointers, channels, interfaces holding them) hash their %#v
+// text, which is not stable across processes: do not key by them.
 func stableHash[K comparable](k K) uint64 {
-	var x uint64
 	switch v := any(k).(type) {
 	case string:
-		h := uint64(14695981039346656037) // FNV-1a, without allocating
-		for i := 0; i < len(v); i++ {
-			h ^= uint64(v[i])
-			h *= 1099511628211
-		}
-		return mix(h)
+		return mix(fnvString(v))
 	case int:
-		x = uint64(v)
+		return mix(uint64(v))
 	case int64:
-		x = uint64(v)
+		return mix(uint64(v))
 	case int32:
-		x = uint64(v)
+		return mix(uint64(v))
 	case uint64:
-		x = v
+		return mix(v)
 	case uint32:
-		x = uint64(v)
+		return mix(uint64(v))
 	case uint:
-		x = uint64(v)
+		return mix(uint64(v))
 	case float64:
-		x = math.Float64bits(v)
+		return mix(math.Float64bits(v))
 	case bool:
 		if v {
-			x = 1
+			return mix(1)
 		}
-	default:
-		h := fnv.New64a()
-		fmt.Fprintf(h, "%#v", v)
-		return mix(h.Sum64())
+		return mix(0)
 	}
-	return mix(x)
+	return mix(hashValue(reflect.ValueOf(k)))
+}
+
+func fnvString(v string) uint64 {
+	h := uint64(14695981039346656037) // FNV-1a, without allocating
+	for i := 0; i < len(v); i++ {
+		h ^= uint64(v[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// hashValue hashes any comparable value by its contents.
+func hashValue(v reflect.Value) uint64 {
+	switch v.Kind() {
+	case reflect.String:
+		return fnvString(v.String())
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return uint64(v.Int())
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return v.Uint()
+	case reflect.Float32, reflect.Float64:
+		return math.Float64bits(v.Float())
+	case reflect.Bool:
+		if v.Bool() {
+			return 1
+		}
+		return 0
+	case reflect.Struct:
+		h := uint64(0x9e3779b97f4a7c15)
+		for i := range v.NumField() {
+			h = mix(h ^ hashValue(v.Field(i)))
+		}
+		return h
+	case reflect.Array:
+		h := uint64(0x632be59bd9b4e019)
+		for i := range v.Len() {
+			h = mix(h ^ hashValue(v.Index(i)))
+		}
+		return h
+	}
+	f := fnv.New64a()
+	fmt.Fprintf(f, "%#v", v.Interface())
+	return f.Sum64()
 }
 
 // mix is the finalizer of SplitMix64: it spreads sequential integers over

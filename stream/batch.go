@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,29 +33,31 @@ type Batch struct {
 	mu        sync.Mutex
 	committed map[storeKey]state.Metrics // stores committed by this batch
 	release   []func()                   // run when the batch ends
-	maxEvent  map[int64]int64            // greatest event time seen, by operator
+	maxEvent  map[int64]*atomic.Int64    // greatest event time seen, by operator (set at register)
 }
 
 // Watermark returns the batch's watermark: records with an event time
 // before it are late.
 func (b *Batch) Watermark() time.Time { return time.UnixMilli(b.watermark).UTC() }
 
+// observeEventTime records an event time of operator op: a lock-free
+// maximum, since every record of the batch passes here.
 func (b *Batch) observeEventTime(op, ms int64) {
-	b.mu.Lock()
-	if b.maxEvent == nil {
-		b.maxEvent = map[int64]int64{}
+	m := b.maxEvent[op] // the map is complete once planning ends
+	for {
+		cur := m.Load()
+		if ms <= cur || m.CompareAndSwap(cur, ms) {
+			return
+		}
 	}
-	if cur, ok := b.maxEvent[op]; !ok || ms > cur {
-		b.maxEvent[op] = ms
-	}
-	b.mu.Unlock()
 }
 
 func (b *Batch) maxEventTime(op int64) (int64, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	v, ok := b.maxEvent[op]
-	return v, ok
+	m, ok := b.maxEvent[op]
+	if !ok || m.Load() == math.MinInt64 {
+		return 0, false
+	}
+	return m.Load(), true
 }
 
 // end releases what the batch kept in memory.
@@ -74,6 +77,14 @@ func (b *Batch) register(op OperatorInfo) error {
 		}
 	}
 	b.ops = append(b.ops, op)
+	if op.WatermarkDelay != nil {
+		if b.maxEvent == nil {
+			b.maxEvent = map[int64]*atomic.Int64{}
+		}
+		m := &atomic.Int64{}
+		m.Store(math.MinInt64) // nothing seen yet
+		b.maxEvent[op.ID] = m
+	}
 	return nil
 }
 

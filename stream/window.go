@@ -88,22 +88,38 @@ func WindowAggregate[T any, K comparable, V any](b *Batch, op int64, in *dataset
 	}
 	size := w.Size.Milliseconds()
 	watermark := b.watermark
-	assigned := dataset.FlatMap(in, func(t T) iter.Seq[dataset.Pair[windowKey[K], V]] {
-		return func(yield func(dataset.Pair[windowKey[K], V]) bool) {
-			ms := eventTime(t).UnixMilli()
-			b.observeEventTime(op, ms)
-			late := true
-			for _, s := range w.starts(ms) {
-				if s+size <= watermark {
-					continue // this window has closed
+	slide := w.slide().Milliseconds()
+	// One closure per partition, and window starts computed in place: this
+	// runs for every record, so it allocates nothing per record.
+	assigned := dataset.MapPartitions(in, func(ctx context.Context, part int, recs iter.Seq2[T, error]) iter.Seq2[dataset.Pair[windowKey[K], V], error] {
+		return func(yield func(dataset.Pair[windowKey[K], V], error) bool) {
+			maxSeen := int64(math.MinInt64)
+			defer func() {
+				if maxSeen != math.MinInt64 {
+					b.observeEventTime(op, maxSeen)
 				}
-				late = false
-				if !yield(dataset.KV(windowKey[K]{s, key(t)}, value(t))) {
+			}()
+			for t, err := range recs {
+				if err != nil {
+					yield(dataset.Pair[windowKey[K], V]{}, err)
 					return
 				}
-			}
-			if late {
-				b.lateRows.Add(1)
+				ms := eventTime(t).UnixMilli()
+				maxSeen = max(maxSeen, ms)
+				late := true
+				last := ms - mod(ms, slide) // the newest window that holds ms
+				for s := last - ((size-1)/slide)*slide; s <= last; s += slide {
+					if s+size <= ms || s+size <= watermark {
+						continue // does not hold ms, or has closed
+					}
+					late = false
+					if !yield(dataset.KV(windowKey[K]{s, key(t)}, value(t)), nil) {
+						return
+					}
+				}
+				if late {
+					b.lateRows.Add(1)
+				}
 			}
 		}
 	})
