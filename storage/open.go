@@ -2,8 +2,11 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -80,4 +83,31 @@ func Schemes() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// OpenExisting is Open for readers and tools: where Open creates a local
+// directory that is missing, OpenExisting returns an error matching
+// ErrNotFound, so that a mistyped path is reported instead of read as an
+// empty location. Other schemes open as with Open.
+func OpenExisting(ctx context.Context, location string) (Storage, error) {
+	dir := ""
+	if !strings.Contains(location, "://") {
+		dir = location
+	} else if strings.HasPrefix(location, "file://") {
+		if u, err := url.Parse(location); err == nil {
+			dir = u.Path
+		}
+	}
+	if dir != "" {
+		fi, err := os.Stat(dir)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("storage: %s does not exist: %w", location, ErrNotFound)
+		case err != nil:
+			return nil, fmt.Errorf("storage: open %s: %w", location, err)
+		case !fi.IsDir():
+			return nil, fmt.Errorf("storage: %s is a file, not a directory", location)
+		}
+	}
+	return Open(ctx, location)
 }

@@ -93,3 +93,19 @@ func TestCorruptErrorMatches(t *testing.T) {
 		t.Fatalf("Error() = %q, want %q", err.Error(), want)
 	}
 }
+
+func TestOpenExistingRefusesAMissingDirectory(t *testing.T) {
+	ctx := context.Background()
+	missing := filepath.Join(t.TempDir(), "typo")
+	for _, loc := range []string{missing, "file://" + missing} {
+		if _, err := storage.OpenExisting(ctx, loc); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("OpenExisting(%q): err = %v, want ErrNotFound", loc, err)
+		}
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("OpenExisting created the missing directory")
+	}
+	if _, err := storage.OpenExisting(ctx, t.TempDir()); err != nil {
+		t.Fatalf("OpenExisting of an existing directory: %v", err)
+	}
+}

@@ -6,9 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"net/url"
-	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -28,26 +25,10 @@ const locationArgHelp = "missing DIR: give the checkpoint location, a directory 
 // must exist: storage.Open would create it, and a typo would then read as
 // an empty location.
 func openLocation(ctx context.Context, loc string) (storage.Storage, error) {
-	dir := ""
-	if !strings.Contains(loc, "://") {
-		dir = loc
-	} else if strings.HasPrefix(loc, "file://") {
-		if u, err := url.Parse(loc); err == nil {
-			dir = u.Path
-		}
+	s, err := storage.OpenExisting(ctx, loc)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("no checkpoint location at %s: the directory does not exist; check the path (the demo keeps its checkpoint in DIR/checkpoint when run with --dir DIR)", loc)
 	}
-	if dir != "" {
-		fi, err := os.Stat(dir)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			return nil, fmt.Errorf("no checkpoint location at %s: the directory does not exist; check the path (the demo keeps its checkpoint in DIR/checkpoint when run with --dir DIR)", loc)
-		case err != nil:
-			return nil, fmt.Errorf("open checkpoint location %s: %w", loc, err)
-		case !fi.IsDir():
-			return nil, fmt.Errorf("checkpoint location %s is a file, not a directory", loc)
-		}
-	}
-	s, err := storage.Open(ctx, loc)
 	if err != nil {
 		return nil, fmt.Errorf("open checkpoint location %s: %w", loc, err)
 	}

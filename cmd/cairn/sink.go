@@ -9,9 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
-	"net/url"
-	"os"
 	"strconv"
 	"strings"
 
@@ -67,26 +64,10 @@ cairn sink read /tmp/job/output --batch 7`,
 // openSink opens the location of a file sink for reading. A local
 // directory must exist: storage.Open would create it.
 func openSink(ctx context.Context, loc string) (storage.Storage, error) {
-	dir := ""
-	if !strings.Contains(loc, "://") {
-		dir = loc
-	} else if strings.HasPrefix(loc, "file://") {
-		if u, err := url.Parse(loc); err == nil {
-			dir = u.Path
-		}
+	s, err := storage.OpenExisting(ctx, loc)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("no file sink at %s: the directory does not exist", loc)
 	}
-	if dir != "" {
-		fi, err := os.Stat(dir)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			return nil, fmt.Errorf("no file sink at %s: the directory does not exist", loc)
-		case err != nil:
-			return nil, fmt.Errorf("open file sink %s: %w", loc, err)
-		case !fi.IsDir():
-			return nil, fmt.Errorf("%s is a file, not a file sink's directory", loc)
-		}
-	}
-	s, err := storage.Open(ctx, loc)
 	if err != nil {
 		return nil, fmt.Errorf("open file sink %s: %w", loc, err)
 	}
