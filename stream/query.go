@@ -312,7 +312,7 @@ func fingerprint(ops []OperatorInfo) string {
 }
 
 func (q *Query[In, Out]) checkMetadata(ctx context.Context, want Pinned) (Metadata, error) {
-	payload, _, err := frame.GetBytes(ctx, q.st, MetadataObject, frame.KindQueryMeta, metadataFormat)
+	m, err := ReadMetadata(ctx, q.st)
 	if errors.Is(err, storage.ErrNotFound) {
 		var id [16]byte
 		rand.Read(id[:])
@@ -325,11 +325,7 @@ func (q *Query[In, Out]) checkMetadata(ctx context.Context, want Pinned) (Metada
 		return m, nil
 	}
 	if err != nil {
-		return Metadata{}, fmt.Errorf("stream: read the query metadata: %w", err)
-	}
-	var m Metadata
-	if err := json.Unmarshal(payload, &m); err != nil {
-		return Metadata{}, &storage.CorruptError{Object: MetadataObject, Offset: -1, Reason: "not valid JSON: " + err.Error()}
+		return Metadata{}, err
 	}
 	old := m.Pinned
 	changed := func(setting string, o, n any) error {
@@ -488,14 +484,14 @@ func (q *Query[In, Out]) recoverPosition(ctx context.Context) error {
 		return fmt.Errorf("stream: %s: offsets run to batch %d but commits only to %d: more than one batch is pending, which one writer never leaves; the checkpoint location is damaged", q.st.Location(), lastOff, lastCommit)
 	}
 	if hasOff {
-		e, err := q.readOffsets(ctx, lastOff)
+		e, err := ReadOffsetsEntry(ctx, q.offsets, lastOff)
 		if err != nil {
 			return err
 		}
 		q.lastOffsets, q.pending = e, pending
 	}
 	if hasCommit {
-		c, err := q.readCommit(ctx, lastCommit)
+		c, err := ReadCommitEntry(ctx, q.commits, lastCommit)
 		if err != nil {
 			return err
 		}
@@ -577,30 +573,6 @@ func (q *Query[In, Out]) commitEntry(entry *OffsetsEntry, b *Batch) CommitEntry 
 		ce.NextWatermark = candidate
 	}
 	return ce
-}
-
-func (q *Query[In, Out]) readCommit(ctx context.Context, id int64) (*CommitEntry, error) {
-	data, err := q.commits.Get(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	var c CommitEntry
-	if err := json.Unmarshal(data, &c); err != nil || c.Batch != id {
-		return nil, &storage.CorruptError{Object: q.commits.Object(id), Offset: -1, Reason: "not a valid commit entry"}
-	}
-	return &c, nil
-}
-
-func (q *Query[In, Out]) readOffsets(ctx context.Context, id int64) (*OffsetsEntry, error) {
-	data, err := q.offsets.Get(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	var e OffsetsEntry
-	if err := json.Unmarshal(data, &e); err != nil || e.Batch != id || len(e.Start) != len(e.End) {
-		return nil, &storage.CorruptError{Object: q.offsets.Object(id), Offset: -1, Reason: "not a valid offsets entry"}
-	}
-	return &e, nil
 }
 
 func (q *Query[In, Out]) record(p BatchProgress) {

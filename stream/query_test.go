@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
-	"reflect"
 	"strings"
 	"testing"
 
@@ -15,7 +14,6 @@ import (
 	"github.com/cairn-data/cairn/metalog"
 	"github.com/cairn-data/cairn/state"
 	"github.com/cairn-data/cairn/storage"
-	"github.com/cairn-data/cairn/storage/faulty"
 )
 
 type click struct {
@@ -105,54 +103,17 @@ func restartAfterCrash(ctx context.Context, q interface{ Close(context.Context) 
 // batches, restart, and run to the end: the sink must hold exactly what a
 // run without faults writes, batch by batch.
 func TestQueryCrashAtEveryOperation(t *testing.T) {
-	ctx := context.Background()
-	clean := NewMemorySink[dataset.Pair[string, int64]]("out")
 	src := NewMemorySource[click]("clicks", 3)
 	want := clicks(11, src, 200)
-	probe := faulty.New(storage.NewMem())
-	q, err := Start(ctx, src, sumPerUser, clean, testOptions(probe))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := q.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	n := probe.Ops() // Start and Run; Close's lease release comes after
-	q.Close(ctx)
-	if !maps.Equal(final(clean), want) {
-		t.Fatal("the run without faults is wrong")
-	}
-	t.Logf("a run issues %d storage operations over %d batches", n, len(clean.Batches()))
-	for k := 1; k <= n; k += 1 + n/150 {
-		for _, lands := range []bool{false, true} {
-			inner := storage.NewMem()
-			f := faulty.New(inner)
-			f.PutLandsOnCrash = lands
-			f.CrashAt(k, nil)
-			sink := NewMemorySink[dataset.Pair[string, int64]]("out")
-			label := fmt.Sprintf("crash at operation %d (put lands %v)", k, lands)
-			q, err := Start(ctx, src, sumPerUser, sink, testOptions(f))
-			if err == nil {
-				err = q.Run(ctx)
-				restartAfterCrash(ctx, q, inner)
-			} else {
-				restartAfterCrash(ctx, nopCloser{}, inner)
-			}
-			if err == nil {
-				t.Fatalf("%s: the run succeeded on crashed storage", label)
-			}
-			q2, err := Start(ctx, src, sumPerUser, sink, testOptions(inner))
-			if err != nil {
-				t.Fatalf("%s: restart: %v", label, err)
-			}
-			if err := q2.Run(ctx); err != nil {
-				t.Fatalf("%s: run after restart: %v", label, err)
-			}
-			q2.Close(ctx)
-			if !reflect.DeepEqual(sink.batches, clean.batches) {
-				t.Fatalf("%s: sink differs from the run without faults (batches %v vs %v)", label, sink.Batches(), clean.Batches())
-			}
+	clean := crashEveryOperation(t, src, sumPerUser, testOptions, 150, bothLandings)
+	got := map[string]int64{}
+	for _, id := range sortedKeys(clean) {
+		for _, kv := range clean[id] {
+			got[kv.Key] = kv.Value
 		}
+	}
+	if !maps.Equal(got, want) {
+		t.Fatal("the run without faults is wrong")
 	}
 }
 

@@ -27,17 +27,23 @@ func (w Window) slide() time.Duration {
 	return w.Slide
 }
 
-// starts returns the starts (Unix ms) of the windows that hold event time
-// t (Unix ms), oldest first.
-func (w Window) starts(t int64) []int64 {
+// eachStart calls fn with the start (Unix ms) of every window that holds
+// event time t (Unix ms), oldest first, until fn returns false. It
+// allocates nothing: it runs for every record.
+func (w Window) eachStart(t int64, fn func(start int64) bool) {
 	size, slide := w.Size.Milliseconds(), w.slide().Milliseconds()
 	last := t - mod(t, slide) // the newest window that holds t starts here
-	var out []int64
 	for s := last - ((size-1)/slide)*slide; s <= last; s += slide {
-		if s+size > t {
-			out = append(out, s)
+		if s+size > t && !fn(s) {
+			return
 		}
 	}
+}
+
+// starts returns the starts of the windows that hold t, for tests.
+func (w Window) starts(t int64) []int64 {
+	var out []int64
+	w.eachStart(t, func(s int64) bool { out = append(out, s); return true })
 	return out
 }
 
@@ -88,7 +94,6 @@ func WindowAggregate[T any, K comparable, V any](b *Batch, op int64, in *dataset
 	}
 	size := w.Size.Milliseconds()
 	watermark := b.watermark
-	slide := w.slide().Milliseconds()
 	// One closure per partition, and window starts computed in place: this
 	// runs for every record, so it allocates nothing per record.
 	assigned := dataset.MapPartitions(in, func(ctx context.Context, part int, recs iter.Seq2[T, error]) iter.Seq2[dataset.Pair[windowKey[K], V], error] {
@@ -106,16 +111,17 @@ func WindowAggregate[T any, K comparable, V any](b *Batch, op int64, in *dataset
 				}
 				ms := eventTime(t).UnixMilli()
 				maxSeen = max(maxSeen, ms)
-				late := true
-				last := ms - mod(ms, slide) // the newest window that holds ms
-				for s := last - ((size-1)/slide)*slide; s <= last; s += slide {
-					if s+size <= ms || s+size <= watermark {
-						continue // does not hold ms, or has closed
+				late, stopped := true, false
+				w.eachStart(ms, func(s int64) bool {
+					if s+size <= watermark {
+						return true // this window has closed
 					}
 					late = false
-					if !yield(dataset.KV(windowKey[K]{s, key(t)}, value(t)), nil) {
-						return
-					}
+					stopped = !yield(dataset.KV(windowKey[K]{s, key(t)}, value(t)), nil)
+					return !stopped
+				})
+				if stopped {
+					return
 				}
 				if late {
 					b.lateRows.Add(1)
