@@ -70,7 +70,7 @@ func TestSourceChangesAreRefused(t *testing.T) {
 		avail Offsets
 		want  string
 	}{
-		"partition count": {Offsets{100, 100}, "had 3 partitions and now has 2"},
+		"partition count":   {Offsets{100, 100}, "had 3 partitions and now has 2"},
 		"offsets went back": {Offsets{1, 100, 100}, "went back"},
 	} {
 		t.Run(name, func(t *testing.T) {
