@@ -227,16 +227,12 @@ func readCheckpointFrom[T any](ctx context.Context, s *Session, st storage.Stora
 	if dir != "" {
 		location += "/" + dir
 	}
-	payload, _, err := frame.GetBytes(ctx, st, object(ManifestObject), frame.KindManifest, manifestVersion)
+	m, err := readManifest(ctx, st, dir)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return nil, fmt.Errorf("dataset: %s has no %s: it is not a complete checkpoint (a write that did not finish leaves none): %w", location, ManifestObject, err)
 		}
 		return nil, err
-	}
-	var m Manifest
-	if err := json.Unmarshal(payload, &m); err != nil {
-		return nil, &storage.CorruptError{Object: object(ManifestObject), Offset: -1, Reason: "manifest is not valid JSON: " + err.Error()}
 	}
 	if want := reflect.TypeFor[T]().String(); m.Type != want {
 		return nil, fmt.Errorf("dataset: checkpoint %s holds records of type %s, not %s", location, m.Type, want)

@@ -41,6 +41,8 @@ const (
 	KindManifest  Kind = 'M' // manifest of a dataset checkpoint
 	KindRecords   Kind = 'r' // records of a dataset partition (gob), for types Parquet cannot hold
 	KindQueryMeta Kind = 'Q' // metadata of a streaming query: ID and pinned settings
+	KindPartDone  Kind = 'p' // completion record of one partition of a resumable write
+	KindPipeline  Kind = 'P' // a record of a resumable pipeline: pipeline, run, stage, publication
 )
 
 var kindNames = map[Kind]string{
@@ -52,6 +54,8 @@ var kindNames = map[Kind]string{
 	KindManifest:  "checkpoint manifest",
 	KindRecords:   "partition records",
 	KindQueryMeta: "query metadata",
+	KindPartDone:  "partition completion record",
+	KindPipeline:  "pipeline record",
 }
 
 // Known reports whether this build of cairn knows the kind.

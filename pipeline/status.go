@@ -1,0 +1,184 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cairn-data/cairn/storage"
+)
+
+// RunStatus describes one run at a pipeline's checkpoint location.
+type RunStatus struct {
+	ID       string
+	State    string // "incomplete", "published", "published, intermediates deleted", or "damaged: ..."
+	Started  time.Time
+	Finished time.Time // when published
+	Fresh    bool
+	Kept     bool // published with KeepIntermediates
+	Stages   []StageStatus
+	Outputs  []Publication
+	Objects  int // objects stored under the run
+	Bytes    int64
+}
+
+// StageStatus describes one stage output stored in a run.
+type StageStatus struct {
+	Name        string
+	Fingerprint string
+	Complete    bool
+	Partitions  int // 0 if unknown
+	Done        int // partitions complete
+	Objects     int
+	Bytes       int64
+	// RestoredFrom is set for a stage the run read from another run's
+	// output instead of storing its own.
+	RestoredFrom string
+	index        int
+}
+
+// ListRuns lists the runs at a pipeline's checkpoint location, oldest
+// first, with each stage output they hold. It returns the pipeline's name
+// too. It reads only; a run may be in progress.
+func ListRuns(ctx context.Context, st storage.Storage) (string, []RunStatus, error) {
+	var pr pipelineRecord
+	if err := getRecord(ctx, st, pipelineObject, &pr); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return "", nil, fmt.Errorf("pipeline: %s has no %s: it is not a pipeline's checkpoint location: %w", st.Location(), pipelineObject, err)
+		}
+		return "", nil, err
+	}
+	runs, err := listRuns(ctx, st)
+	if err != nil {
+		return pr.Pipeline, nil, err
+	}
+	out := make([]RunStatus, 0, len(runs))
+	for _, r := range runs {
+		rs := RunStatus{ID: r.id, Objects: r.objects, Bytes: r.bytes}
+		var rec runRecord
+		if err := getRecord(ctx, st, runRecordObject(r.id, runObject), &rec); err != nil {
+			rs.State = "damaged: " + err.Error()
+		}
+		rs.Started, rs.Fresh = rec.Started, rec.Fresh
+		switch {
+		case rs.State != "":
+		case r.cleaned:
+			rs.State = "published, intermediates deleted"
+		case r.published:
+			rs.State = "published"
+		default:
+			rs.State = "incomplete"
+		}
+		if r.published {
+			var pub publishedRecord
+			if err := getRecord(ctx, st, runRecordObject(r.id, publishedObject), &pub); err == nil {
+				rs.Finished, rs.Outputs, rs.Kept = pub.Finished, pub.Outputs, pub.Kept
+			}
+		}
+		for name, fps := range r.stages {
+			for fp, si := range fps {
+				ss := StageStatus{Name: name, Fingerprint: fp, Complete: si.hasManifest, Done: si.done, Objects: si.objects, Bytes: si.bytes, index: 1 << 30}
+				var sr stageRecord
+				if err := getRecord(ctx, st, stageObject(r.id, name, fp, specObject), &sr); err == nil {
+					ss.Partitions, ss.index = sr.Partitions, sr.Index
+				}
+				if ss.Complete && ss.Done == 0 {
+					ss.Done = ss.Partitions
+				}
+				rs.Stages = append(rs.Stages, ss)
+			}
+		}
+		for _, name := range r.refs {
+			var ref refRecord
+			if err := getRecord(ctx, st, refObject(r.id, name), &ref); err == nil {
+				ss := StageStatus{Name: name, Fingerprint: ref.Fingerprint, Complete: true, RestoredFrom: ref.Run, index: 1 << 30}
+				var sr stageRecord
+				if err := getRecord(ctx, st, stageObject(ref.Run, name, ref.Fingerprint, specObject), &sr); err == nil {
+					ss.Partitions, ss.Done, ss.index = sr.Partitions, sr.Partitions, sr.Index
+				}
+				rs.Stages = append(rs.Stages, ss)
+			}
+		}
+		sort.Slice(rs.Stages, func(i, j int) bool {
+			a, b := rs.Stages[i], rs.Stages[j]
+			if a.index != b.index {
+				return a.index < b.index
+			}
+			return a.Name+a.Fingerprint < b.Name+b.Fingerprint
+		})
+		out = append(out, rs)
+	}
+	return pr.Pipeline, out, nil
+}
+
+// DropStage deletes stage's output in the latest run at a pipeline's
+// checkpoint location, as if checkpoint storage had lost it: the next run
+// recomputes the stage (and, since its fingerprint does not change, still
+// restores complete stages downstream). For drills and tests. It returns
+// what was deleted.
+func DropStage(ctx context.Context, st storage.Storage, stage string) (CleanupReport, error) {
+	var rep CleanupReport
+	runs, err := listRuns(ctx, st)
+	if err != nil {
+		return rep, err
+	}
+	if len(runs) == 0 {
+		return rep, fmt.Errorf("pipeline: %s has no runs", st.Location())
+	}
+	r := runs[len(runs)-1]
+	n, b, err := deletePrefix(ctx, st, stagesDir(r.id)+stage+"/", false)
+	rep.add(r.id, n, b)
+	if err != nil {
+		return rep, err
+	}
+	for _, name := range r.refs {
+		if name == stage {
+			if err := st.Delete(ctx, refObject(r.id, name)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return rep, err
+			}
+			rep.add(r.id, 1, 0)
+		}
+	}
+	if rep.Objects == 0 {
+		return rep, fmt.Errorf("pipeline: run %s in %s holds no output of stage %q", r.id, st.Location(), stage)
+	}
+	return rep, nil
+}
+
+// String formats a run's status for people, one stage a line.
+func (rs RunStatus) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "run %s  %s  started %s", rs.ID, rs.State, rs.Started.Format(time.RFC3339))
+	if !rs.Finished.IsZero() {
+		fmt.Fprintf(&b, ", published %s", rs.Finished.Format(time.RFC3339))
+	}
+	if rs.Fresh {
+		b.WriteString(", fresh")
+	}
+	if rs.Kept {
+		b.WriteString(", intermediates kept")
+	}
+	fmt.Fprintf(&b, "  (%d objects, %s)\n", rs.Objects, bytesString(rs.Bytes))
+	for _, s := range rs.Stages {
+		state := "complete"
+		if !s.Complete {
+			if s.Partitions > 0 {
+				state = fmt.Sprintf("incomplete: %d of %d partitions", s.Done, s.Partitions)
+			} else {
+				state = fmt.Sprintf("incomplete: %d partitions", s.Done)
+			}
+		}
+		if s.RestoredFrom != "" {
+			fmt.Fprintf(&b, "  %-16s %s  %s, read from run %s\n", s.Name, s.Fingerprint, state, s.RestoredFrom)
+			continue
+		}
+		fmt.Fprintf(&b, "  %-16s %s  %s, %d partitions, %s\n", s.Name, s.Fingerprint, state, s.Partitions, bytesString(s.Bytes))
+	}
+	for _, o := range rs.Outputs {
+		fmt.Fprintf(&b, "  published %s → %s (%s rows)\n", o.Stage, o.Location, count(o.Rows))
+	}
+	return b.String()
+}
