@@ -124,7 +124,9 @@ func buildTestPipeline(t testing.TB, opts Options, spec testSpec, calls *compute
 		}), nil
 	})
 	totals := Then(p, "totals", v("totals"), joined, func(ctx context.Context, d *dataset.Dataset[num]) (*dataset.Dataset[total], error) {
-		kv := dataset.Map(d, func(n num) dataset.Pair[string, total] { return dataset.KV(n.Key, total{Key: n.Key, Sum: n.Value, Count: 1}) })
+		kv := dataset.Map(d, func(n num) dataset.Pair[string, total] {
+			return dataset.KV(n.Key, total{Key: n.Key, Sum: n.Value, Count: 1})
+		})
 		red := dataset.ReduceByKey(kv, func(a, b total) total { return total{Key: a.Key, Sum: a.Sum + b.Sum, Count: a.Count + b.Count} }, 2)
 		return dataset.Map(red, func(p dataset.Pair[string, total]) total { calls.add("totals", 0); return p.Value }), nil
 	})
