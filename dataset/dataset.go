@@ -186,6 +186,9 @@ func runPartitions(ctx context.Context, s *Session, parts int, fn func(ctx conte
 		go func() {
 			defer wg.Done()
 			for part := range next {
+				if ctx.Err() != nil {
+					continue // a partition failed: start no other
+				}
 				if err := fn(ctx, part); err != nil {
 					once.Do(func() {
 						first = err

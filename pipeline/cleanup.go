@@ -280,6 +280,13 @@ func GC(ctx context.Context, st storage.Storage, opts GCOptions) (CleanupReport,
 		opts.Logger = slog.Default()
 	}
 	rep := CleanupReport{DryRun: opts.DryRun}
+	var pr pipelineRecord
+	if err := getRecord(ctx, st, pipelineObject, &pr); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return rep, fmt.Errorf("pipeline gc: %s has no %s: it is not a pipeline's checkpoint location: %w", st.Location(), pipelineObject, err)
+		}
+		return rep, fmt.Errorf("pipeline gc: %w", err)
+	}
 	if !opts.DryRun {
 		lease, err := metalog.AcquireLease(ctx, st, metalog.LeaseOptions{Owner: "cairn pipeline gc", Now: opts.Now, Logger: opts.Logger})
 		if err != nil {

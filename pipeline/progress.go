@@ -96,7 +96,7 @@ func (r *Report) Table() string {
 		state = "new"
 	}
 	fmt.Fprintf(&b, "pipeline %s, run %s (%s), %v\n", r.Pipeline, r.Run, state, r.Elapsed.Round(time.Millisecond))
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "stage\tstatus\tpartitions\trows\tbytes\ttime\tsaved\t")
 	var saved time.Duration
 	for _, s := range r.Stages {
@@ -164,15 +164,16 @@ func count(n int64) string {
 	return string(out)
 }
 
-// bytesString formats a byte count in B, kB, MB or GB (powers of 1000).
+// bytesString formats a byte count in B, KiB, MiB or GiB, as the cairn
+// command does.
 func bytesString(n int64) string {
 	switch {
-	case n < 1000:
+	case n < 1<<10:
 		return fmt.Sprintf("%d B", n)
-	case n < 1000*1000:
-		return fmt.Sprintf("%.1f kB", float64(n)/1e3)
-	case n < 1000*1000*1000:
-		return fmt.Sprintf("%.1f MB", float64(n)/1e6)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	case n < 1<<30:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 	}
-	return fmt.Sprintf("%.2f GB", float64(n)/1e9)
+	return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
 }

@@ -13,8 +13,14 @@ import (
 
 // RunStatus describes one run at a pipeline's checkpoint location.
 type RunStatus struct {
-	ID       string
-	State    string // "incomplete", "published", "published, intermediates deleted", or "damaged: ..."
+	ID    string
+	State string // for people: "incomplete", "published", "published, intermediates deleted", or "damaged: ..."
+	// Published: the run is complete, its outputs are in place.
+	Published bool
+	// Cleaned: its intermediate data was deleted.
+	Cleaned bool
+	// Damaged says why the run's records cannot be read; "" if they can.
+	Damaged  string
 	Started  time.Time
 	Finished time.Time // when published
 	Fresh    bool
@@ -60,9 +66,14 @@ func ListRuns(ctx context.Context, st storage.Storage) (string, []RunStatus, err
 		rs := RunStatus{ID: r.id, Objects: r.objects, Bytes: r.bytes}
 		var rec runRecord
 		if err := getRecord(ctx, st, runRecordObject(r.id, runObject), &rec); err != nil {
-			rs.State = "damaged: " + err.Error()
+			if errors.Is(err, storage.ErrNotFound) {
+				rs.Damaged = "no " + runObject + " record: the leftovers of a removal that did not finish; 'cairn pipeline gc' removes them"
+			} else {
+				rs.Damaged = err.Error()
+			}
+			rs.State = "damaged: " + rs.Damaged
 		}
-		rs.Started, rs.Fresh = rec.Started, rec.Fresh
+		rs.Started, rs.Fresh, rs.Published, rs.Cleaned = rec.Started, rec.Fresh, r.published, r.cleaned
 		switch {
 		case rs.State != "":
 		case r.cleaned:
@@ -151,7 +162,10 @@ func DropStage(ctx context.Context, st storage.Storage, stage string) (CleanupRe
 // String formats a run's status for people, one stage a line.
 func (rs RunStatus) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "run %s  %s  started %s", rs.ID, rs.State, rs.Started.Format(time.RFC3339))
+	fmt.Fprintf(&b, "run %s  %s", rs.ID, rs.State)
+	if !rs.Started.IsZero() {
+		fmt.Fprintf(&b, "  started %s", rs.Started.Format(time.RFC3339))
+	}
 	if !rs.Finished.IsZero() {
 		fmt.Fprintf(&b, ", published %s", rs.Finished.Format(time.RFC3339))
 	}
@@ -163,22 +177,29 @@ func (rs RunStatus) String() string {
 	}
 	fmt.Fprintf(&b, "  (%d objects, %s)\n", rs.Objects, bytesString(rs.Bytes))
 	for _, s := range rs.Stages {
-		state := "complete"
-		if !s.Complete {
-			if s.Partitions > 0 {
-				state = fmt.Sprintf("incomplete: %d of %d partitions", s.Done, s.Partitions)
-			} else {
-				state = fmt.Sprintf("incomplete: %d partitions", s.Done)
-			}
-		}
-		if s.RestoredFrom != "" {
-			fmt.Fprintf(&b, "  %-16s %s  %s, read from run %s\n", s.Name, s.Fingerprint, state, s.RestoredFrom)
+		var state string
+		switch {
+		case s.RestoredFrom != "":
+			fmt.Fprintf(&b, "  %-16s %s  complete, read from run %s\n", s.Name, s.Fingerprint, s.RestoredFrom)
 			continue
+		case s.Complete:
+			state = "complete, " + plural(s.Partitions, "partition")
+		case s.Partitions > 0:
+			state = fmt.Sprintf("incomplete: %d of %s done", s.Done, plural(s.Partitions, "partition"))
+		default:
+			state = fmt.Sprintf("incomplete: %s done", plural(s.Done, "partition"))
 		}
-		fmt.Fprintf(&b, "  %-16s %s  %s, %d partitions, %s\n", s.Name, s.Fingerprint, state, s.Partitions, bytesString(s.Bytes))
+		fmt.Fprintf(&b, "  %-16s %s  %s, %s\n", s.Name, s.Fingerprint, state, bytesString(s.Bytes))
 	}
 	for _, o := range rs.Outputs {
 		fmt.Fprintf(&b, "  published %s → %s (%s rows)\n", o.Stage, o.Location, count(o.Rows))
 	}
 	return b.String()
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }

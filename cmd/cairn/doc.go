@@ -1,7 +1,8 @@
 // Command cairn runs the demo job of cairn and looks into checkpoint
 // locations: it verifies every byte of one, describes what it holds,
-// cleans up what a stopped streaming query no longer needs, and prints the
-// contents of a state store version or of a file sink.
+// cleans up what a stopped streaming query no longer needs, prints the
+// contents of a state store version or of a file sink, and lists and
+// garbage-collects the runs of a resumable batch pipeline.
 //
 // # Commands
 //
@@ -64,6 +65,25 @@
 // Prints the rows of the committed batches of a file sink as JSON lines,
 // checking every part against its manifest.
 //
+//	cairn pipeline status URL [--json]
+//
+// Lists the runs of a resumable pipeline (package pipeline) at its
+// checkpoint location URL, oldest first: state (incomplete, published,
+// published with its intermediates deleted), start and publication time,
+// objects and bytes, and per stage output its fingerprint, completeness,
+// partitions and size. With --json, one document with snake_case fields
+// that --help documents. A location without a pipeline is an error.
+//
+//	cairn pipeline gc URL [--older-than D] [--dry-run]
+//
+// Removes incomplete runs that a later (fresh) run superseded; with
+// --older-than D, also the latest run if it is incomplete, and the stage
+// outputs of published runs that were not kept, and only what is at least
+// D old. Stage outputs a remaining run reads are kept. It takes the
+// location's writer lease and refuses while a run holds it; --dry-run
+// takes no lease and deletes nothing. Prints a line per run and the
+// objects and bytes freed.
+//
 //	cairn version
 //	cairn help [COMMAND]
 //
@@ -80,6 +100,8 @@
 //	go run ./cmd/cairn checkpoint inspect /tmp/cairn-demo/checkpoint --json
 //	go run ./cmd/cairn checkpoint clean /tmp/job/checkpoint --retain 10 --dry-run
 //	go run ./cmd/cairn state read /tmp/cairn-demo/checkpoint --operator 0 --partition 0 --version 950
+//	go run ./cmd/cairn pipeline status /tmp/etl/checkpoint
+//	go run ./cmd/cairn pipeline gc /tmp/etl/checkpoint --older-than 168h --dry-run
 //
 // # Why the standard flag package
 //

@@ -75,6 +75,8 @@ func commands() []*command {
 		cleanCommand(),
 		readCommand(),
 		sinkReadCommand(),
+		pipelineStatusCommand(),
+		pipelineGCCommand(),
 		versionCommand(),
 	}
 }
