@@ -272,65 +272,71 @@ func TestSIGKILLAtRandomPoints(t *testing.T) {
 	var kills, computed, partitions int
 	for seq := range *killSequences {
 		j := newJob(t, input)
-		stored := map[string]map[string]int{} // run -> stage/partition -> times stored
-		total := 0
-		for attempt := 1; ; attempt++ {
-			if attempt > 50 {
-				t.Fatalf("sequence %d: no run completed in 50 attempts", seq)
-			}
-			c := j.cmd()
-			var stderr bytes.Buffer
-			c.Stderr = &stderr
-			if err := c.Start(); err != nil {
-				t.Fatal(err)
-			}
-			delay := time.Duration(rng.Int64N(int64(cleanTime) * 5 / 4))
-			done := make(chan error, 1)
-			go func() { done <- c.Wait() }()
-			var err error
-			killed := false
-			select {
-			case err = <-done:
-			case <-time.After(delay):
-				c.Process.Signal(syscall.SIGKILL)
-				err = <-done
-				killed = true
-			}
-			log := stderr.String()
-			run := "?"
-			if m := runRE.FindStringSubmatch(log); m != nil {
-				run = m[1]
-			}
-			if stored[run] == nil {
-				stored[run] = map[string]int{}
-			}
-			for _, m := range storedRE.FindAllStringSubmatch(log, -1) {
-				key := m[1] + "/" + m[2]
-				stored[run][key]++
-				total++
-				if stored[run][key] > 1 {
-					t.Errorf("sequence %d (seed %d): run %s stored partition %s twice: a complete partition was recomputed", seq, seed, run, key)
-				}
-			}
-			if err == nil && !killed {
-				break
-			}
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || (!killed && ee.ExitCode() != 0) {
-				t.Fatalf("sequence %d: run failed without being killed: %v\n%s", seq, err, log)
-			}
-			if !killed {
-				break
-			}
-			kills++
-		}
+		k, stored := killUntilDone(t, j, rng, cleanTime, fmt.Sprintf("sequence %d (seed %d)", seq, seed))
 		if got := readDaily(t, j.output); !reflect.DeepEqual(got, want) {
 			t.Fatalf("sequence %d (seed %d): output differs from the oracle", seq, seed)
 		}
 		checkNoIntermediates(t, j.checkpoint)
-		computed += total
+		kills += k
+		computed += stored
 		partitions += cleanStored
 	}
 	t.Logf("%d sequences, %d SIGKILLs: %d partitions stored in all, against %d for as many clean runs (clean run %v)",
 		*killSequences, kills, computed, partitions, cleanTime.Round(time.Millisecond))
+}
+
+// killUntilDone starts the job again and again, each time sending SIGKILL
+// after a random delay under 1.25 times the clean run's time, until a run
+// ends by itself. It fails the test if a run stores a partition twice or
+// ends in error, and returns the kills and the partitions stored in all.
+func killUntilDone(tb testing.TB, j job, rng *rand.Rand, cleanTime time.Duration, what string) (kills, total int) {
+	stored := map[string]map[string]int{} // run -> stage/partition -> times stored
+	for attempt := 1; ; attempt++ {
+		if attempt > 50 {
+			tb.Fatalf("%s: no run completed in 50 attempts", what)
+		}
+		c := j.cmd()
+		var stderr bytes.Buffer
+		c.Stderr = &stderr
+		if err := c.Start(); err != nil {
+			tb.Fatal(err)
+		}
+		delay := time.Duration(rng.Int64N(int64(cleanTime) * 5 / 4))
+		done := make(chan error, 1)
+		go func() { done <- c.Wait() }()
+		var err error
+		killed := false
+		select {
+		case err = <-done:
+		case <-time.After(delay):
+			c.Process.Signal(syscall.SIGKILL)
+			err = <-done
+			var ee *exec.ExitError
+			killed = errors.As(err, &ee) && ee.ProcessState.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL
+		}
+		log := stderr.String()
+		run := "?"
+		if m := runRE.FindStringSubmatch(log); m != nil {
+			run = m[1]
+		}
+		if stored[run] == nil {
+			stored[run] = map[string]int{}
+		}
+		for _, m := range storedRE.FindAllStringSubmatch(log, -1) {
+			key := m[1] + "/" + m[2]
+			stored[run][key]++
+			total++
+			if stored[run][key] > 1 {
+				tb.Errorf("%s: run %s stored partition %s twice: a complete partition was recomputed", what, run, key)
+			}
+		}
+		if killed {
+			kills++
+			continue
+		}
+		if err != nil {
+			tb.Fatalf("%s: run failed without being killed: %v\n%s", what, err, log)
+		}
+		return kills, total
+	}
 }

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+var benchOrders = flag.Int("etl.bench-orders", 2_000_000, "orders in the benchmarks' input")
+
+// runInProcess runs the pipeline once, as the command does, and returns
+// its wall time.
+func runInProcess(tb testing.TB, c config) time.Duration {
+	tb.Helper()
+	c.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := build(c)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	t0 := time.Now()
+	if _, err := p.Run(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Since(t0)
+}
+
+// BenchmarkResumeOverhead runs the pipeline whole (keeping its
+// intermediates), then again: every stage is complete, so the second run
+// restores the final stage and publishes it. The metric is the second
+// run's time as a fraction of the first's (target: under 2%).
+func BenchmarkResumeOverhead(b *testing.B) {
+	input := filepath.Join(b.TempDir(), "in")
+	if err := generate(input, *benchOrders, 16, 1); err != nil {
+		b.Fatal(err)
+	}
+	var full, rerun time.Duration
+	for i := 0; b.Loop(); i++ {
+		d := filepath.Join(b.TempDir(), fmt.Sprint(i))
+		c := config{input: input, output: filepath.Join(d, "out"), checkpoint: filepath.Join(d, "ckpt"), partitions: 8, keep: true}
+		full += runInProcess(b, c)
+		c.keep = false
+		rerun += runInProcess(b, c)
+	}
+	n := float64(b.N)
+	b.ReportMetric(full.Seconds()/n, "full-s")
+	b.ReportMetric(rerun.Seconds()/n, "rerun-s")
+	b.ReportMetric(float64(rerun)/float64(full), "rerun/full")
+}
+
+// BenchmarkWorkLost kills the real process with SIGKILL at random points
+// and counts the partitions stored beyond those of a clean run: the work
+// a kill loses, against the partition count.
+func BenchmarkWorkLost(b *testing.B) {
+	seed := *killSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	b.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	input := filepath.Join(b.TempDir(), "in")
+	if err := generate(input, *benchOrders/4, 16, 1); err != nil {
+		b.Fatal(err)
+	}
+	clean := job{input: input, output: filepath.Join(b.TempDir(), "out"), checkpoint: filepath.Join(b.TempDir(), "ckpt")}
+	t0 := time.Now()
+	c := clean.cmd()
+	out, err := c.CombinedOutput()
+	if err != nil {
+		b.Fatalf("clean run: %v\n%s", err, out)
+	}
+	cleanTime := time.Since(t0)
+	partitions := len(storedRE.FindAll(out, -1))
+	var kills, extra int
+	for i := 0; b.Loop(); i++ {
+		d := filepath.Join(b.TempDir(), fmt.Sprint(i))
+		j := job{input: input, output: filepath.Join(d, "out"), checkpoint: filepath.Join(d, "ckpt")}
+		k, stored := killUntilDone(b, j, rng, cleanTime, fmt.Sprintf("iteration %d (seed %d)", i, seed))
+		kills += k
+		extra += stored - partitions
+	}
+	b.ReportMetric(float64(partitions), "partitions")
+	b.ReportMetric(float64(kills)/float64(b.N), "kills/op")
+	if kills > 0 {
+		b.ReportMetric(float64(extra)/float64(kills), "recomputed-partitions/kill")
+		b.ReportMetric(float64(extra)/float64(kills)/float64(partitions), "lost-fraction/kill")
+	}
+}
