@@ -48,7 +48,9 @@ func policyPipeline(t *testing.T, opts Options, mid StageOptions, calls *compute
 		}), nil
 	})
 	last := Then(p, "sum", StageOptions{}, m, func(ctx context.Context, d *dataset.Dataset[num]) (*dataset.Dataset[total], error) {
-		kv := dataset.Map(d, func(n num) dataset.Pair[string, total] { return dataset.KV(n.Key, total{Key: n.Key, Sum: n.Value, Count: 1}) })
+		kv := dataset.Map(d, func(n num) dataset.Pair[string, total] {
+			return dataset.KV(n.Key, total{Key: n.Key, Sum: n.Value, Count: 1})
+		})
 		return dataset.Map(dataset.ReduceByKey(kv, func(a, b total) total {
 			return total{Key: a.Key, Sum: a.Sum + b.Sum, Count: a.Count + b.Count}
 		}, 1), func(p dataset.Pair[string, total]) total { return p.Value }), nil

@@ -459,6 +459,7 @@ func (r *runner) checkpoint(ctx context.Context, s *stage, d any, sr *StageRepor
 		Attempt:     r.attempt,
 		Compression: s.opts.Compression,
 		BeforePartition: func(ctx context.Context, part int) (context.Context, error) {
+			o.Logger.Debug("partition computing", "stage", s.name, "partition", part)
 			return withCounters(ctx, &counterSet{}), nil
 		},
 		AfterStored: func(ctx context.Context, part int) error {

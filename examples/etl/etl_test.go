@@ -272,7 +272,7 @@ func TestSIGKILLAtRandomPoints(t *testing.T) {
 	var kills, computed, partitions int
 	for seq := range *killSequences {
 		j := newJob(t, input)
-		k, stored := killUntilDone(t, j, rng, cleanTime, fmt.Sprintf("sequence %d (seed %d)", seq, seed))
+		k, stored, _ := killUntilDone(t, j, rng, cleanTime, fmt.Sprintf("sequence %d (seed %d)", seq, seed))
 		if got := readDaily(t, j.output); !reflect.DeepEqual(got, want) {
 			t.Fatalf("sequence %d (seed %d): output differs from the oracle", seq, seed)
 		}
@@ -289,13 +289,16 @@ func TestSIGKILLAtRandomPoints(t *testing.T) {
 // after a random delay under 1.25 times the clean run's time, until a run
 // ends by itself. It fails the test if a run stores a partition twice or
 // ends in error, and returns the kills and the partitions stored in all.
-func killUntilDone(tb testing.TB, j job, rng *rand.Rand, cleanTime time.Duration, what string) (kills, total int) {
+//
+// With -v among args, it also counts the partitions whose computation
+// started ("partition computing" events), in started.
+func killUntilDone(tb testing.TB, j job, rng *rand.Rand, cleanTime time.Duration, what string, args ...string) (kills, total, started int) {
 	stored := map[string]map[string]int{} // run -> stage/partition -> times stored
 	for attempt := 1; ; attempt++ {
 		if attempt > 50 {
 			tb.Fatalf("%s: no run completed in 50 attempts", what)
 		}
-		c := j.cmd()
+		c := j.cmd(args...)
 		var stderr bytes.Buffer
 		c.Stderr = &stderr
 		if err := c.Start(); err != nil {
@@ -330,6 +333,7 @@ func killUntilDone(tb testing.TB, j job, rng *rand.Rand, cleanTime time.Duration
 				tb.Errorf("%s: run %s stored partition %s twice: a complete partition was recomputed", what, run, key)
 			}
 		}
+		started += strings.Count(log, `msg="partition computing"`)
 		if killed {
 			kills++
 			continue
@@ -337,6 +341,6 @@ func killUntilDone(tb testing.TB, j job, rng *rand.Rand, cleanTime time.Duration
 		if err != nil {
 			tb.Fatalf("%s: run failed without being killed: %v\n%s", what, err, log)
 		}
-		return kills, total
+		return kills, total, started
 	}
 }
