@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -25,6 +26,7 @@ type stageSpec struct {
 	Version    string          `json:"version"`
 	Params     json.RawMessage `json:"params,omitempty"`
 	Type       string          `json:"type"`
+	Schema     string          `json:"schema"` // hash of the record type's fields, types and tags
 	Partitions int             `json:"partitions,omitempty"`
 	Inputs     []inputPrint    `json:"inputs,omitempty"`
 	Files      []fileStamp     `json:"files,omitempty"`
@@ -57,7 +59,7 @@ func (s stageSpec) fingerprint() string {
 // specOf builds a stage's spec from its options and its inputs'
 // fingerprints.
 func specOf(s *stage, inputFPs map[*stage]string) (stageSpec, error) {
-	spec := stageSpec{Stage: s.name, Version: s.opts.Version, Type: s.typ.String(), Partitions: s.opts.Partitions}
+	spec := stageSpec{Stage: s.name, Version: s.opts.Version, Type: s.typ.String(), Schema: schemaHash(s.typ), Partitions: s.opts.Partitions}
 	if s.opts.Params != nil {
 		b, err := json.Marshal(s.opts.Params)
 		if err != nil {
@@ -146,6 +148,8 @@ func diffSpecs(old, new stageSpec) string {
 	}
 	if old.Type != new.Type {
 		why = append(why, fmt.Sprintf("record type %s → %s", old.Type, new.Type))
+	} else if old.Schema != new.Schema {
+		why = append(why, fmt.Sprintf("the fields of record type %s changed", new.Type))
 	}
 	if old.Partitions != new.Partitions {
 		why = append(why, fmt.Sprintf("partitions %d → %d", old.Partitions, new.Partitions))
@@ -211,4 +215,53 @@ func orNone(b []byte) string {
 		return "none"
 	}
 	return string(b)
+}
+
+// schemaHash hashes the shape of a record type: for structs, every field's
+// name, type and tag, recursively. Adding a field to a struct changes it,
+// so output stored with the old fields is not restored into the new type
+// (Parquet would fill the new field with zero values, silently).
+func schemaHash(t reflect.Type) string {
+	var b strings.Builder
+	writeShape(&b, t, map[reflect.Type]bool{})
+	sum := sha256.Sum256([]byte(b.String()))
+	return hex.EncodeToString(sum[:8])
+}
+
+func writeShape(b *strings.Builder, t reflect.Type, seen map[reflect.Type]bool) {
+	switch t.Kind() {
+	case reflect.Struct:
+		if seen[t] {
+			b.WriteString(t.String())
+			return
+		}
+		seen[t] = true
+		b.WriteString("struct{")
+		for i := range t.NumField() {
+			f := t.Field(i)
+			fmt.Fprintf(b, "%s ", f.Name)
+			writeShape(b, f.Type, seen)
+			if f.Tag != "" {
+				fmt.Fprintf(b, " %q", f.Tag)
+			}
+			b.WriteString(";")
+		}
+		b.WriteString("}")
+	case reflect.Pointer:
+		b.WriteString("*")
+		writeShape(b, t.Elem(), seen)
+	case reflect.Slice:
+		b.WriteString("[]")
+		writeShape(b, t.Elem(), seen)
+	case reflect.Array:
+		fmt.Fprintf(b, "[%d]", t.Len())
+		writeShape(b, t.Elem(), seen)
+	case reflect.Map:
+		b.WriteString("map[")
+		writeShape(b, t.Key(), seen)
+		b.WriteString("]")
+		writeShape(b, t.Elem(), seen)
+	default:
+		b.WriteString(t.Kind().String())
+	}
 }

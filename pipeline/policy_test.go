@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"iter"
 	"log/slog"
 	"os"
@@ -218,5 +219,133 @@ func TestChangedInputFileRecomputes(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "changed file") {
 		t.Errorf("the log does not say why read was recomputed:\n%s", logs.String())
+	}
+}
+
+// A damaged part of a complete stage stops the run with an error that
+// names the object and says how to recover; after DropStage, the next run
+// recomputes the stage and succeeds.
+func TestCorruptStageOutputIsNamedAndRecoverable(t *testing.T) {
+	ctx := context.Background()
+	st := storage.NewMem()
+	out := filepath.Join(t.TempDir(), "out")
+	var ex exitRecorder
+	opts := testOptions(st)
+	opts.FailAt, opts.Exit = "sum", ex.exit
+	var calls computeCalls
+	if _, err := policyPipeline(t, opts, StageOptions{}, &calls, out).Run(ctx); !errors.Is(err, ErrFailInjected) {
+		t.Fatal(err)
+	}
+	objs, err := st.List(ctx, "runs/000001/stages/mid/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var part string
+	for _, o := range objs {
+		if strings.HasSuffix(o.Name, ".parquet") {
+			part = o.Name
+			break
+		}
+	}
+	data, err := storage.GetBytes(ctx, st, part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0x40
+	if err := storage.PutBytes(ctx, st, part, data, storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	opts.FailAt = ""
+	_, err = policyPipeline(t, opts, StageOptions{}, &calls, out).Run(ctx)
+	if !errors.Is(err, storage.ErrCorrupt) || !strings.Contains(err.Error(), part) || !strings.Contains(err.Error(), "cairn pipeline drop-stage mem://") {
+		t.Fatalf("err %v; want a corruption error naming %s and the drop-stage command", err, part)
+	}
+	if _, err := DropStage(ctx, st, "mid"); err != nil {
+		t.Fatal(err)
+	}
+	var calls2 computeCalls
+	rep, err := policyPipeline(t, opts, StageOptions{}, &calls2, out).Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(rep); got["mid"] != Computed || got["src"] != Restored {
+		t.Errorf("statuses %v", got)
+	}
+	if got := readOutput(t, out); !reflect.DeepEqual(got, policyWant) {
+		t.Errorf("output %v, want %v", got, policyWant)
+	}
+}
+
+// A partial stage output made with another partition count is not
+// resumed partition by partition: it is deleted and recomputed.
+func TestChangedPartitionCountRestartsPartialStage(t *testing.T) {
+	ctx := context.Background()
+	st := storage.NewMem()
+	out := filepath.Join(t.TempDir(), "out")
+	var ex exitRecorder
+	opts := testOptions(st)
+	opts.Dataset.Parallelism = 1
+	opts.FailAt, opts.Exit = "sum:0", ex.exit
+	build := func(parts int) *Pipeline {
+		p, err := New("parts", opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := Source(p, "src", StageOptions{}, func(ctx context.Context, s *dataset.Session) (*dataset.Dataset[num], error) {
+			var ns []num
+			for i := range 100 {
+				ns = append(ns, num{Key: fmt.Sprintf("k%d", i%7), Value: int64(i)})
+			}
+			return dataset.FromSlice(s, ns, 2), nil
+		})
+		sum := Then(p, "sum", StageOptions{}, src, func(ctx context.Context, d *dataset.Dataset[num]) (*dataset.Dataset[total], error) {
+			kv := dataset.Map(d, func(n num) dataset.Pair[string, total] {
+				return dataset.KV(n.Key, total{Key: n.Key, Sum: n.Value, Count: 1})
+			})
+			return dataset.Map(dataset.ReduceByKey(kv, func(a, b total) total {
+				return total{Key: a.Key, Sum: a.Sum + b.Sum, Count: a.Count + b.Count}
+			}, parts), func(p dataset.Pair[string, total]) total { return p.Value }), nil
+		})
+		Publish(p, sum, out, dataset.WriteOptions{})
+		return p
+	}
+	if _, err := build(4).Run(ctx); !errors.Is(err, ErrFailInjected) {
+		t.Fatal(err)
+	}
+	opts.FailAt = ""
+	rep, err := build(3).Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rep.Stage("sum"); r.Partitions != 3 || r.PartitionsRestored != 0 || !strings.Contains(r.Reason, "partitions changed 4 → 3") {
+		t.Errorf("sum report %+v", *r)
+	}
+	got := readOutput(t, out)
+	var n int64
+	for _, g := range got {
+		n += g.Count
+	}
+	if len(got) != 7 || n != 100 {
+		t.Errorf("output %v: want 7 keys and 100 records", got)
+	}
+}
+
+// Adding a field to a stage's record type changes its fingerprint.
+func TestSchemaChangeChangesFingerprint(t *testing.T) {
+	type v1 struct{ A int64 }
+	type v2 struct {
+		A int64
+		B string
+	}
+	a, b := schemaHash(reflect.TypeFor[v1]()), schemaHash(reflect.TypeFor[v2]())
+	if a == b {
+		t.Fatal("adding a field did not change the schema hash")
+	}
+	if schemaHash(reflect.TypeFor[v1]()) != a {
+		t.Fatal("the schema hash is not deterministic")
+	}
+	old := stageSpec{Type: "main.Order", Schema: a}
+	if got := diffSpecs(old, stageSpec{Type: "main.Order", Schema: b}); !strings.Contains(got, "fields of record type main.Order changed") {
+		t.Errorf("diff %q", got)
 	}
 }

@@ -163,6 +163,7 @@ func (p *Pipeline) Run(ctx context.Context) (rep *Report, err error) {
 	}
 	rep, err = r.run(ctx)
 	if err != nil {
+		err = withCorruptHint(err, st.Location())
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil && !errors.Is(err, cause) {
 			err = fmt.Errorf("%w (%v)", err, cause)
 		}
@@ -420,15 +421,15 @@ func (r *runner) compute(ctx context.Context, s *stage, sr *StageReport) error {
 	// Never, or IfLongerThan: compute into the cache and time it.
 	cs := &counterSet{}
 	d = s.ops.cache(d)
-	r.prog.start(s.name, sr.Partitions)
 	rows, err := s.ops.count(withCounters(ctx, cs), d)
-	r.prog.finish(s.name)
 	if err != nil {
 		return fmt.Errorf("pipeline %s: stage %s: %w", r.p.name, s.name, err)
 	}
 	took := time.Since(t0)
 	if policy.longer > 0 && took >= policy.longer {
 		sr.Reason += fmt.Sprintf("; ran %v, over %v: checkpointed", took.Round(time.Millisecond), policy.longer)
+		// The counts were made by the timing pass, not per partition.
+		sr.Counters = cs.snapshot()
 		return r.checkpoint(ctx, s, d, sr, t0)
 	}
 	if policy.longer > 0 {
@@ -448,9 +449,8 @@ func (r *runner) checkpoint(ctx context.Context, s *stage, d any, sr *StageRepor
 	o := r.p.opts
 	fp := r.fps[s]
 	dir := stageDir(r.cur.id, s.name, fp)
-	rec := stageRecord{Spec: r.specs[s], Index: s.index, Partitions: sr.Partitions, Policy: s.opts.Checkpoint.String(), Started: o.Now().UTC()}
-	if err := putRecord(ctx, r.st, dir+"/"+specObject, rec, true); err != nil && !errors.Is(err, storage.ErrExists) {
-		return fmt.Errorf("pipeline %s: stage %s: %w", r.p.name, s.name, err)
+	if err := r.startStageDir(ctx, s, dir, sr); err != nil {
+		return err
 	}
 	var mu sync.Mutex
 	var reusedElapsed time.Duration
@@ -486,7 +486,11 @@ func (r *runner) checkpoint(ctx context.Context, s *stage, d any, sr *StageRepor
 	}
 	sr.Checkpointed = true
 	sr.PartitionsComputed, sr.PartitionsRestored = len(res.Computed), len(res.Reused)
+	base := sr.Counters
 	sr.Counters = map[string]int64{}
+	for k, v := range base {
+		sr.Counters[k] += v
+	}
 	for _, pd := range res.Parts {
 		sr.Rows += pd.Records
 		sr.Bytes += pd.Bytes
@@ -513,6 +517,37 @@ func (r *runner) checkpoint(ctx context.Context, s *stage, d any, sr *StageRepor
 	o.Logger.Info("stage "+s.name+": computed", "stage", s.name, "rows", sr.Rows, "partitions", sr.Partitions,
 		"computed_partitions", sr.PartitionsComputed, "restored_partitions", sr.PartitionsRestored,
 		"bytes", sr.Bytes, "elapsed", sr.Elapsed.Round(time.Millisecond), "removed_unfinished_parts", res.Removed)
+	return nil
+}
+
+// startStageDir records the stage's spec and partition count in its
+// directory before any partition is written. A partial output made with
+// another partition count (the stage's function partitions differently
+// now, for the same fingerprint: a changed -partitions flag, say) cannot
+// be resumed partition by partition: it is deleted first.
+func (r *runner) startStageDir(ctx context.Context, s *stage, dir string, sr *StageReport) error {
+	o := r.p.opts
+	rec := stageRecord{Spec: r.specs[s], Index: s.index, Partitions: sr.Partitions, Policy: s.opts.Checkpoint.String(), Started: o.Now().UTC()}
+	var old stageRecord
+	err := getRecord(ctx, r.st, dir+"/"+specObject, &old)
+	switch {
+	case err == nil && old.Partitions == rec.Partitions:
+		return nil
+	case err == nil:
+		n, b, err := deletePrefix(ctx, r.st, dir+"/", false)
+		if err != nil {
+			return fmt.Errorf("pipeline %s: stage %s: delete the partial output of %d partitions: %w", r.p.name, s.name, old.Partitions, err)
+		}
+		sr.Reason = fmt.Sprintf("partitions changed %d → %d: the partial output cannot be resumed", old.Partitions, rec.Partitions)
+		sr.PartitionsRestored = 0
+		o.Logger.Warn("stage "+s.name+": "+sr.Reason+"; deleted it", "stage", s.name, "objects", n, "bytes", b)
+	case errors.Is(err, storage.ErrNotFound):
+	default:
+		return fmt.Errorf("pipeline %s: stage %s: %w", r.p.name, s.name, err)
+	}
+	if err := putRecord(ctx, r.st, dir+"/"+specObject, rec, false); err != nil {
+		return fmt.Errorf("pipeline %s: stage %s: %w", r.p.name, s.name, err)
+	}
 	return nil
 }
 
@@ -655,4 +690,19 @@ func Count(ctx context.Context, name string, n int64) {
 	if c := countersOf(ctx); c != nil {
 		c.add(name, n)
 	}
+}
+
+// withCorruptHint adds to an error about a damaged stage object what to do:
+// drop the stage's output, so that the next run recomputes it.
+func withCorruptHint(err error, location string) error {
+	var ce *storage.CorruptError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	_, rest, ok := strings.Cut(ce.Object, "/stages/")
+	if !ok {
+		return err
+	}
+	stage, _, _ := strings.Cut(rest, "/")
+	return fmt.Errorf("%w\nThe stored output of stage %s is damaged. To recompute it, run 'cairn pipeline drop-stage %s %s', then start the pipeline again", err, stage, location, stage)
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cairn-data/cairn/metalog"
 	"github.com/cairn-data/cairn/storage"
 )
 
@@ -128,10 +129,20 @@ func ListRuns(ctx context.Context, st storage.Storage) (string, []RunStatus, err
 // DropStage deletes stage's output in the latest run at a pipeline's
 // checkpoint location, as if checkpoint storage had lost it: the next run
 // recomputes the stage (and, since its fingerprint does not change, still
-// restores complete stages downstream). For drills and tests. It returns
-// what was deleted.
+// restores complete stages downstream). For drills, and to recover from a
+// damaged stage output. It takes the location's writer lease, so it never
+// runs beside a pipeline run. It returns what was deleted.
 func DropStage(ctx context.Context, st storage.Storage, stage string) (CleanupReport, error) {
 	var rep CleanupReport
+	var pr pipelineRecord
+	if err := getRecord(ctx, st, pipelineObject, &pr); err != nil {
+		return rep, fmt.Errorf("pipeline: %s is not a pipeline's checkpoint location: %w", st.Location(), err)
+	}
+	lease, err := metalog.AcquireLease(ctx, st, metalog.LeaseOptions{Owner: "cairn pipeline drop-stage"})
+	if err != nil {
+		return rep, fmt.Errorf("pipeline: drop stage %s: %w", stage, err)
+	}
+	defer lease.Close(context.WithoutCancel(ctx))
 	runs, err := listRuns(ctx, st)
 	if err != nil {
 		return rep, err

@@ -84,6 +84,12 @@
 // takes no lease and deletes nothing. Prints a line per run and the
 // objects and bytes freed.
 //
+//	cairn pipeline drop-stage URL STAGE
+//
+// Deletes a stage's stored output in the latest run, as if storage had
+// lost it: the next run recomputes that stage. The way out when a run
+// stops on a damaged stage object (the error suggests it), and a drill.
+//
 //	cairn version
 //	cairn help [COMMAND]
 //

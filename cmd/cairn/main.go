@@ -77,6 +77,7 @@ func commands() []*command {
 		sinkReadCommand(),
 		pipelineStatusCommand(),
 		pipelineGCCommand(),
+		pipelineDropStageCommand(),
 		versionCommand(),
 	}
 }

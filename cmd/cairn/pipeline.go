@@ -154,6 +154,51 @@ cairn pipeline gc /tmp/etl/checkpoint --older-than 168h`,
 	}
 }
 
+func pipelineDropStageCommand() *command {
+	return &command{
+		name:    "pipeline drop-stage",
+		args:    "URL STAGE",
+		nargs:   2,
+		argHelp: "give the pipeline's checkpoint location (its Options.Checkpoint) and the name of a stage",
+		summary: "delete a stage's stored output in the latest run, so that the next run recomputes it",
+		doc: `
+Deletes the output of stage STAGE in the latest run at the checkpoint
+location URL of a resumable pipeline, as if storage had lost it. The next
+run of the pipeline resumes that run and recomputes the stage; stages
+downstream whose output is complete are still restored, since the
+stage's fingerprint does not change.
+
+Use it when a run stops on a damaged object of a stage (the error names
+the object and suggests this command), or in a drill, to see a lost stage
+recomputed.
+
+It takes the location's writer lease, as a run does: while a run holds it,
+drop-stage refuses (exit status 1) and names the process.
+
+Prints "deleted N objects, B bytes (SIZE) of stage STAGE in run ID".
+
+Exit status: 0 when done, 1 when the run holds no output of STAGE, another
+process holds the lease or URL holds no pipeline, 2 for a wrong command
+line.`,
+		example: `
+cairn pipeline drop-stage /tmp/etl/checkpoint enriched`,
+		run: func(ctx context.Context, c *cli, inv *invocation) error {
+			st, err := openPipelineLocation(ctx, inv.args[0])
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			rep, err := pipeline.DropStage(ctx, st, inv.args[1])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "deleted %s, %s (%s) of stage %s in run %s\n", plural(rep.Objects, "object"),
+				plural64(rep.Bytes, "byte"), humanBytes(rep.Bytes), inv.args[1], strings.Join(rep.Runs, ", "))
+			return nil
+		},
+	}
+}
+
 // openPipelineLocation opens a pipeline's checkpoint location for
 // reading. A local directory must exist: storage.Open would create it.
 func openPipelineLocation(ctx context.Context, loc string) (storage.Storage, error) {

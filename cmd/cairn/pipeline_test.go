@@ -482,3 +482,35 @@ func TestPipelineUsage(t *testing.T) {
 		}
 	}
 }
+
+// drop-stage deletes a stage's output in the latest run; the next run
+// recomputes it and restores the rest.
+func TestPipelineDropStage(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	f := pipelineFixture{dir: filepath.Join(root, "checkpoint"), out: filepath.Join(root, "totals")}
+	if err := runFixturePipeline(t, f, pipeline.Options{FailAt: "totals", Exit: func(int) {}}); !errors.Is(err, pipeline.ErrFailInjected) {
+		t.Fatalf("run 1: %v", err)
+	}
+	args := []string{"pipeline", "drop-stage", f.dir, "squares"}
+	r := cairn(t, args...)
+	r.wantExit(t, 0, args...)
+	if !regexp.MustCompile(`^deleted \d+ objects, \d+ bytes \(.*\) of stage squares in run 000001\n$`).MatchString(r.stdout) {
+		t.Errorf("drop-stage printed %q", r.stdout)
+	}
+	runs := listFixtureRuns(t, f.dir)
+	for _, s := range runs[0].Stages {
+		if s.Name == "squares" {
+			t.Errorf("squares still has an output after drop-stage: %+v", s)
+		}
+	}
+	args = []string{"pipeline", "drop-stage", f.dir, "squares"}
+	r = cairn(t, args...)
+	r.wantExit(t, 1, args...)
+	if !strings.Contains(r.stderr, `holds no output of stage "squares"`) {
+		t.Errorf("a second drop-stage: %s", r)
+	}
+	if err := runFixturePipeline(t, f, pipeline.Options{}); err != nil {
+		t.Fatalf("run after drop-stage: %v", err)
+	}
+}
