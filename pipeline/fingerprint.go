@@ -143,8 +143,8 @@ func diffSpecs(old, new stageSpec) string {
 	if old.Version != new.Version {
 		why = append(why, fmt.Sprintf("version %q → %q", old.Version, new.Version))
 	}
-	if !bytes.Equal(old.Params, new.Params) {
-		why = append(why, fmt.Sprintf("params %s → %s", orNone(old.Params), orNone(new.Params)))
+	if op, np := compactJSON(old.Params), compactJSON(new.Params); !bytes.Equal(op, np) {
+		why = append(why, fmt.Sprintf("params %s → %s", orNone(op), orNone(np)))
 	}
 	if old.Type != new.Type {
 		why = append(why, fmt.Sprintf("record type %s → %s", old.Type, new.Type))
@@ -264,4 +264,13 @@ func writeShape(b *strings.Builder, t reflect.Type, seen map[reflect.Type]bool) 
 	default:
 		b.WriteString(t.Kind().String())
 	}
+}
+
+// compactJSON removes the indentation records are stored with.
+func compactJSON(b []byte) []byte {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, b); err != nil {
+		return b
+	}
+	return buf.Bytes()
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"iter"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -504,5 +505,48 @@ func TestGCRemovesAbandonedRuns(t *testing.T) {
 	}
 	if after, _ := st.List(ctx, "runs/000002/"); len(after) != 3 {
 		t.Errorf("run 2 has %d objects after gc, want its 3 records", len(after))
+	}
+}
+
+// A pipeline whose latest run published every output from the same
+// fingerprints is up to date: nothing runs. A changed stage, or a missing
+// output, makes it run again.
+func TestUpToDate(t *testing.T) {
+	ctx := context.Background()
+	out := filepath.Join(t.TempDir(), "totals")
+	st := storage.NewMem()
+	var calls computeCalls
+	if _, err := buildTestPipeline(t, testOptions(st), testSpec{out: out}, &calls).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var calls2 computeCalls
+	rep, err := buildTestPipeline(t, testOptions(st), testSpec{out: out}, &calls2).Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.UpToDate || rep.Run != "000001" || len(calls2.get("nums")) != 0 || len(calls2.get("totals")) != 0 {
+		t.Fatalf("second run: up to date %v, run %s, computed nums %v; want up to date, run 000001, nothing computed", rep.UpToDate, rep.Run, calls2.get("nums"))
+	}
+	if !strings.Contains(rep.Table(), "up to date") {
+		t.Errorf("summary table does not say up to date:\n%s", rep.Table())
+	}
+
+	// A changed version is not up to date.
+	rep, err = buildTestPipeline(t, testOptions(st), testSpec{out: out, versions: map[string]string{"totals": "2"}}, &calls2).Run(ctx)
+	if err != nil || rep.UpToDate || rep.Run != "000002" {
+		t.Fatalf("changed version: up to date %v, run %s, %v", rep.UpToDate, rep.Run, err)
+	}
+
+	// A deleted output is not up to date either.
+	if err := os.RemoveAll(out); err != nil {
+		t.Fatal(err)
+	}
+	var calls3 computeCalls
+	rep, err = buildTestPipeline(t, testOptions(st), testSpec{out: out, versions: map[string]string{"totals": "2"}}, &calls3).Run(ctx)
+	if err != nil || rep.UpToDate || rep.Run != "000003" {
+		t.Fatalf("missing output: up to date %v, run %s, %v", rep.UpToDate, rep.Run, err)
+	}
+	if got, want := readOutput(t, out), oracle(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("output differs from the oracle")
 	}
 }

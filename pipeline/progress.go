@@ -92,7 +92,10 @@ func (p *progress) draw(force bool) {
 func (r *Report) Table() string {
 	var b strings.Builder
 	state := "resumed"
-	if !r.Resumed {
+	switch {
+	case r.UpToDate:
+		state = "up to date: nothing to do"
+	case !r.Resumed:
 		state = "new"
 	}
 	fmt.Fprintf(&b, "pipeline %s, run %s (%s), %v\n", r.Pipeline, r.Run, state, r.Elapsed.Round(time.Millisecond))

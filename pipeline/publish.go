@@ -24,7 +24,7 @@ func (r *runner) publish(ctx context.Context, out *output) (Publication, error) 
 	d := r.data[s]
 	opts := out.opts
 	opts.Overwrite = true
-	pub := Publication{Stage: s.name, Location: out.location}
+	pub := Publication{Stage: s.name, Fingerprint: r.fps[s], Location: out.location}
 	var rep dataset.WriteReport
 	var err error
 	if dir, ok := localPath(out.location); ok {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -62,11 +63,12 @@ type StageReport struct {
 
 // Publication is one published output.
 type Publication struct {
-	Stage    string `json:"stage"`
-	Location string `json:"location"`
-	Files    int    `json:"files"`
-	Rows     int64  `json:"rows"`
-	Bytes    int64  `json:"bytes"`
+	Stage       string `json:"stage"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	Location    string `json:"location"`
+	Files       int    `json:"files"`
+	Rows        int64  `json:"rows"`
+	Bytes       int64  `json:"bytes"`
 }
 
 // Report says what Run did.
@@ -74,6 +76,10 @@ type Report struct {
 	Pipeline string
 	Run      string
 	Resumed  bool // an incomplete run was resumed
+	// UpToDate is true when the latest run had already published every
+	// output from the same fingerprints, and the outputs are in place:
+	// nothing was computed or published (see Options.Fresh).
+	UpToDate bool
 	Stages   []StageReport
 	Outputs  []Publication
 	Cleanup  CleanupReport // intermediates deleted after publishing
@@ -197,6 +203,20 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	if len(runs) > 0 {
 		latest = runs[len(runs)-1]
 	}
+	// Fingerprints, in pipeline order (inputs come first).
+	for _, s := range p.stages {
+		spec, err := specOf(s, r.fps)
+		if err != nil {
+			return rep, err
+		}
+		r.specs[s], r.fps[s] = spec, spec.fingerprint()
+	}
+	if latest != nil && latest.published && !o.Fresh {
+		if ok, err := r.upToDate(ctx, latest, rep); err != nil || ok {
+			return rep, err
+		}
+	}
+
 	if latest != nil && !latest.published && !o.Fresh {
 		r.cur, rep.Resumed = latest, true
 		var rec runRecord
@@ -226,15 +246,6 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 		log.Info(msg, "run", id, "location", r.st.Location())
 	}
 	rep.Run = r.cur.id
-
-	// Fingerprints, in pipeline order (inputs come first).
-	for _, s := range p.stages {
-		spec, err := specOf(s, r.fps)
-		if err != nil {
-			return rep, err
-		}
-		r.specs[s], r.fps[s] = spec, spec.fingerprint()
-	}
 
 	// Which stages are complete, and which must run.
 	complete := map[*stage]string{} // stage -> run holding its complete output
@@ -305,15 +316,77 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 		return rep, fmt.Errorf("pipeline %s: record run %s published: %w", p.name, r.cur.id, err)
 	}
 	log.Info("pipeline "+p.name+": run "+r.cur.id+" published", "run", r.cur.id, "outputs", len(rep.Outputs))
+	return rep, r.retain(ctx, r.cur.id, o.KeepIntermediates, rep)
+}
+
+// retain applies the retention policy after run id published (or was
+// found up to date), and records what it deleted in rep. A failure is
+// logged, not returned: the output is published, and what is left is
+// garbage for gc.
+func (r *runner) retain(ctx context.Context, id string, keep bool, rep *Report) error {
+	p, o, log := r.p, r.p.opts, r.p.opts.Logger
 	cr, err := applyRetention(ctx, r.st, retention{
-		current: r.cur.id, keepCurrent: o.KeepIntermediates, runs: o.RetainRuns, for_: o.RetainFor, now: o.Now(), logger: log,
+		current: id, keepCurrent: keep, runs: o.RetainRuns, for_: o.RetainFor, now: o.Now(), logger: log,
 	})
 	rep.Cleanup = cr
 	if err != nil {
-		// The output is published; what is left is garbage for gc.
-		log.Warn("pipeline "+p.name+": clean-up of intermediate data failed; 'cairn pipeline gc' removes what is left", "run", r.cur.id, "err", err)
+		log.Warn("pipeline "+p.name+": clean-up of intermediate data failed; 'cairn pipeline gc' removes what is left", "run", id, "err", err)
 	}
-	return rep, nil
+	return nil
+}
+
+// upToDate reports whether the latest run, published, made every output
+// from the stages' current fingerprints, and the outputs are still in
+// place: then there is nothing to do (a pipeline is a set of targets, as
+// in Make or Luigi). It also finishes a clean-up the latest run did not
+// finish. Pipelines without outputs are never up to date.
+func (r *runner) upToDate(ctx context.Context, latest *runInfo, rep *Report) (bool, error) {
+	p := r.p
+	if len(p.outputs) == 0 {
+		return false, nil
+	}
+	var pub publishedRecord
+	if err := getRecord(ctx, r.st, runRecordObject(latest.id, publishedObject), &pub); err != nil {
+		return false, fmt.Errorf("pipeline %s: read %s of run %s: %w", p.name, publishedObject, latest.id, err)
+	}
+	for _, out := range p.outputs {
+		found := false
+		for _, o := range pub.Outputs {
+			if o.Stage == out.stage.name && o.Location == out.location && o.Fingerprint == r.fps[out.stage] {
+				found = true
+			}
+		}
+		if !found || !outputPresent(ctx, out.location) {
+			return false, nil
+		}
+	}
+	rep.Run, rep.UpToDate, rep.Outputs = latest.id, true, pub.Outputs
+	for _, s := range p.stages {
+		rep.Stages = append(rep.Stages, StageReport{Name: s.name, Fingerprint: r.fps[s], Status: Skipped, Reason: "up to date"})
+	}
+	p.opts.Logger.Info("pipeline "+p.name+": up to date: run "+latest.id+" published every output from the same stages and inputs; nothing to do (start a fresh run to recompute)",
+		"run", latest.id)
+	return true, r.retain(ctx, latest.id, pub.Kept, rep)
+}
+
+// outputPresent reports whether a published output is complete at its
+// location: its _SUCCESS object exists.
+func outputPresent(ctx context.Context, location string) bool {
+	if dir, ok := localPath(location); ok {
+		_, err := os.Stat(filepath.Join(dir, dataset.SuccessObject))
+		return err == nil
+	}
+	st, err := storage.OpenExisting(ctx, location)
+	if err != nil {
+		return false
+	}
+	defer st.Close()
+	rc, err := st.Get(ctx, dataset.SuccessObject)
+	if err != nil {
+		return false
+	}
+	rc.Close()
+	return true
 }
 
 // findComplete returns the run holding a complete output of s for its

@@ -360,9 +360,14 @@ func TestPipelineGCKeepsOutputsAnotherRunReads(t *testing.T) {
 	root := t.TempDir()
 	f := pipelineFixture{dir: filepath.Join(root, "checkpoint"), out: filepath.Join(root, "totals")}
 	// Run 1, published in 2025, keeps its stage outputs (RetainRuns 1);
-	// run 2, published now, restores totals from them and reads nothing
-	// else (the stages before totals are skipped).
+	// run 2, published now after the output was deleted, restores totals
+	// from them and reads nothing else (the stages before totals are
+	// skipped).
 	if err := runFixturePipeline(t, f, pipeline.Options{RetainRuns: 1, Now: func() time.Time { return pipeRun1Clock }}); err != nil {
+		t.Fatal(err)
+	}
+	// Without its output the pipeline is not up to date: run 2 runs.
+	if err := os.RemoveAll(f.out); err != nil {
 		t.Fatal(err)
 	}
 	if err := runFixturePipeline(t, f, pipeline.Options{RetainRuns: 1}); err != nil {

@@ -98,7 +98,10 @@ func build(c config) (*pipeline.Pipeline, error) {
 		func(ctx context.Context, s *dataset.Session) (*dataset.Dataset[Customer], error) {
 			return dataset.ReadJSONL[Customer](s, customersGlob, dataset.ReadOptions{})
 		})
-	enriched := pipeline.Combine(p, "enriched", pipeline.StageOptions{Version: "1"}, orders, customers,
+	// The partition counts are parameters: a run with another -partitions
+	// recomputes the two stages instead of restoring them.
+	shuffled := pipeline.StageOptions{Version: "1", Params: map[string]int{"partitions": c.partitions}}
+	enriched := pipeline.Combine(p, "enriched", shuffled, orders, customers,
 		func(ctx context.Context, o *dataset.Dataset[Order], cu *dataset.Dataset[Customer]) (*dataset.Dataset[Enriched], error) {
 			byCustomer := dataset.Map(o, func(o Order) dataset.Pair[string, Order] { return dataset.KV(o.Customer, o) })
 			regions := dataset.Map(cu, func(c Customer) dataset.Pair[string, string] { return dataset.KV(c.Customer, c.Region) })
@@ -108,7 +111,7 @@ func build(c config) (*pipeline.Pipeline, error) {
 				return Enriched{OrderID: o.OrderID, Customer: o.Customer, Region: j.Value.Right, Day: o.Day, Amount: o.Amount}
 			}), nil
 		})
-	daily := pipeline.Then(p, "daily", pipeline.StageOptions{Version: "1"}, enriched,
+	daily := pipeline.Then(p, "daily", shuffled, enriched,
 		func(ctx context.Context, e *dataset.Dataset[Enriched]) (*dataset.Dataset[Daily], error) {
 			type key struct{ Region, Day string }
 			kv := dataset.Map(e, func(e Enriched) dataset.Pair[key, Daily] {

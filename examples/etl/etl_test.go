@@ -229,15 +229,25 @@ func TestFailAtEnrichedThenResume(t *testing.T) {
 	}
 	checkNoIntermediates(t, j.checkpoint)
 
-	// -keep-intermediates keeps them; a second invocation is a new run
-	// that restores the final stage from the kept run.
-	code, stderr = j.run(t, nil, "-keep-intermediates")
-	if code != 0 || !strings.Contains(stderr, "starting run 000002") {
-		t.Fatalf("new run: exit %d\n%s", code, stderr)
-	}
+	// The output is up to date: a second invocation does nothing.
 	code, stderr = j.run(t, nil)
-	if code != 0 || !strings.Contains(stderr, `msg="stage daily: restored"`) || !strings.Contains(stderr, "from_run=000002") {
-		t.Fatalf("run after a kept run: exit %d; want daily restored from run 000002\n%s", code, stderr)
+	if code != 0 || !strings.Contains(stderr, "up to date: run 000001 published every output") || strings.Contains(stderr, "partition stored") {
+		t.Fatalf("run after a published run: exit %d; want it up to date, computing nothing\n%s", code, stderr)
+	}
+	// -fresh recomputes, keeping the intermediates; a run with a changed
+	// partition count for the last stages restores orders and customers
+	// from the kept run.
+	code, stderr = j.run(t, nil, "-fresh", "-keep-intermediates")
+	if code != 0 || !strings.Contains(stderr, "starting run 000002") || !strings.Contains(stderr, `msg="stage orders: computed"`) {
+		t.Fatalf("fresh run: exit %d\n%s", code, stderr)
+	}
+	code, stderr = j.run(t, nil, "-partitions", "5")
+	if code != 0 || !strings.Contains(stderr, `msg="stage orders: restored"`) || !strings.Contains(stderr, "from_run=000002") ||
+		!strings.Contains(stderr, `params {\"partitions\":6} → {\"partitions\":5}`) {
+		t.Fatalf("run after a kept run: exit %d; want orders restored from run 000002\n%s", code, stderr)
+	}
+	if got := readDaily(t, j.output); !reflect.DeepEqual(got, want) {
+		t.Fatalf("output with 5 partitions differs from the clean run's")
 	}
 }
 
