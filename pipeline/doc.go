@@ -18,6 +18,23 @@
 // fingerprint, so a changed version, parameter or input file recomputes
 // that stage and everything downstream, and the log says what changed.
 //
+// # Runs
+//
+// Each invocation of Run either resumes the latest run, if it is
+// incomplete, or starts a new one (Options.Fresh always starts a new one
+// and restores nothing). A new run restores stages from published runs
+// whose stage outputs were kept (KeepIntermediates, RetainRuns,
+// RetainFor), when the fingerprints match. When the latest run published
+// every output from the current fingerprints and the outputs are still in
+// place, the pipeline is up to date, as a Make target is: Run does
+// nothing and says so.
+//
+// Stage functions must be deterministic in what they put in each
+// partition: a resumed stage keeps the partitions an earlier attempt
+// stored and computes the others again, and the two must fit together.
+// dataset's operators are (stable hashing, first-seen order); a FromFunc
+// source must be too (one partition a file, in name order, is).
+//
 // # Layout
 //
 // Everything lives under the pipeline's checkpoint location, as framed,
