@@ -62,6 +62,7 @@ type Storage struct {
 
 	mu      sync.Mutex
 	ops     int // every operation seen
+	stats   Stats
 	fail    rule
 	crash   rule
 	crashed bool
@@ -139,6 +140,16 @@ func (s *Storage) check(op Op) (verdict, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ops++
+	switch op.Kind {
+	case Put:
+		s.stats.Puts++
+	case Get:
+		s.stats.Gets++
+	case List:
+		s.stats.Lists++
+	case Delete:
+		s.stats.Deletes++
+	}
 	if s.crashed {
 		return failNow, fmt.Errorf("%s %s: %w", op.Kind, op.Name, ErrCrashed)
 	}
@@ -163,7 +174,7 @@ func (s *Storage) Put(ctx context.Context, name string, r io.Reader, opts storag
 		io.Copy(io.Discard, r) // a writer on the other end of a pipe must not block
 		return err
 	}
-	return s.inner.Put(ctx, name, r, opts)
+	return s.inner.Put(ctx, name, &countingReader{r: r, s: s, put: true}, opts)
 }
 
 // Get implements storage.Storage.
@@ -171,7 +182,47 @@ func (s *Storage) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 	if _, err := s.check(Op{Kind: Get, Name: name}); err != nil {
 		return nil, err
 	}
-	return s.inner.Get(ctx, name)
+	rc, err := s.inner.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{&countingReader{r: rc, s: s}, rc}, nil
+}
+
+// Stats counts the operations a Storage passed on, by kind, and the bytes
+// they moved: for measuring what a workload asks of its storage.
+type Stats struct {
+	Puts, Gets, Lists, Deletes int   // operations issued, failed ones included
+	PutBytes, GetBytes         int64 // bytes passed to the inner storage and read from it
+}
+
+// Stats returns the counts so far.
+func (s *Storage) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// countingReader adds what passes through it to the storage's byte counts.
+type countingReader struct {
+	r   io.Reader
+	s   *Storage
+	put bool
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.s.mu.Lock()
+	if c.put {
+		c.s.stats.PutBytes += int64(n)
+	} else {
+		c.s.stats.GetBytes += int64(n)
+	}
+	c.s.mu.Unlock()
+	return n, err
 }
 
 // List implements storage.Storage.

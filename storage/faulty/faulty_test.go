@@ -65,3 +65,24 @@ func TestCrashAtStopsEverythingAfter(t *testing.T) {
 		}
 	}
 }
+
+func TestStatsCountOperationsAndBytes(t *testing.T) {
+	ctx := context.Background()
+	s := faulty.New(storage.NewMem())
+	if err := storage.PutBytes(ctx, s, "a", []byte("hello"), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := storage.GetBytes(ctx, s, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.List(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	want := faulty.Stats{Puts: 1, Gets: 1, Lists: 1, Deletes: 1, PutBytes: 5, GetBytes: 5}
+	if got := s.Stats(); got != want {
+		t.Fatalf("Stats() = %+v, want %+v", got, want)
+	}
+}
