@@ -133,6 +133,12 @@ func TestCheckpointOfNonStructUsesFramedRecords(t *testing.T) {
 // checkpoint: the checkpoint either fails with an error, or is complete
 // and reads back the right records, from this session and another.
 func TestCheckpointFaultAtEveryOperation(t *testing.T) {
+	checkpointFaultEveryOperation(t, func(string) storage.Storage { return storage.NewMem() }, nil)
+}
+
+// checkpointFaultEveryOperation runs that test with the storage newInner
+// makes, for the k sample accepts (nil: every k).
+func checkpointFaultEveryOperation(t *testing.T, newInner func(label string) storage.Storage, sample func(k int) bool) {
 	ctx := context.Background()
 	want := points(300)
 	run := func(st storage.Storage) (string, error) {
@@ -150,8 +156,11 @@ func TestCheckpointFaultAtEveryOperation(t *testing.T) {
 	}
 	n := probe.Ops()
 	for k := 1; k <= n; k++ {
+		if sample != nil && !sample(k) {
+			continue
+		}
 		for _, crash := range []bool{false, true} {
-			inner := storage.NewMem()
+			inner := newInner(fmt.Sprintf("k%d-%v", k, crash))
 			f := faulty.New(inner)
 			if crash {
 				f.CrashAt(k, nil)

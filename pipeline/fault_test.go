@@ -3,6 +3,8 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -11,6 +13,8 @@ import (
 	"time"
 
 	"github.com/cairn-data/cairn/dataset"
+	"github.com/cairn-data/cairn/internal/miniotest"
+	"github.com/cairn-data/cairn/internal/s3test"
 	"github.com/cairn-data/cairn/storage"
 	"github.com/cairn-data/cairn/storage/faulty"
 )
@@ -24,71 +28,102 @@ func TestFaultAtEveryOperation(t *testing.T) {
 	for _, mode := range []string{"fail", "crash", "crash-put-lands"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
-			ctx := context.Background()
-			for k := 1; ; k++ {
-				inner := storage.NewMem()
-				fs := faulty.New(inner)
-				switch mode {
-				case "fail":
-					fs.FailAt(k, nil)
-				case "crash":
-					fs.CrashAt(k, nil)
-				case "crash-put-lands":
-					fs.PutLandsOnCrash = true
-					fs.CrashAt(k, nil)
-				}
-				out := filepath.Join(t.TempDir(), "totals")
-				opts := testOptions(fs)
-				opts.Dataset.Parallelism = 1
-				var calls computeCalls
-				_, err1 := buildTestPipeline(t, opts, testSpec{out: out}, &calls).Run(ctx)
-				faulted := fs.Ops() >= k
-				if !faulted {
-					if err1 != nil {
-						t.Fatalf("k=%d: no fault was injected, yet Run failed: %v", k, err1)
-					}
-					if k < 20 {
-						t.Fatalf("only %d storage operations in a run: the test is not exercising the pipeline", k-1)
-					}
-					return
-				}
-				// Restart: the same storage without faults; the crashed
-				// process's lease is made stale by moving the clock on.
-				opts2 := testOptions(inner)
-				opts2.Dataset.Parallelism = 1
-				opts2.Now = func() time.Time { return time.Now().Add(time.Hour) }
-				var calls2 computeCalls
-				rep, err := buildTestPipeline(t, opts2, testSpec{out: out}, &calls2).Run(ctx)
-				if err != nil {
-					t.Fatalf("k=%d (first run: %v): the restarted run failed: %v", k, err1, err)
-				}
-				if got, want := readOutput(t, out), oracle(); !reflect.DeepEqual(got, want) {
-					t.Fatalf("k=%d: output differs from the oracle", k)
-				}
-				for _, stage := range []string{"nums", "joined"} {
-					first, second := calls.get(stage), calls2.get(stage)
-					if err1 == nil {
-						continue // the fault hit a step after the stages (clean-up); the restart restores or skips
-					}
-					if dup := overlap(first, second); len(dup) > 1 {
-						t.Errorf("k=%d: stage %s: partitions %v were computed by both runs; at most the one in flight may be", k, stage, dup)
-					}
-				}
-				if rep.Run != "000001" && rep.Run != "000002" {
-					t.Errorf("k=%d: run %s", k, rep.Run)
-				}
-				left, err := inner.List(ctx, "runs/")
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, o := range left {
-					if strings.Contains(o.Name, "/stages/") || strings.Contains(o.Name, "/refs/") {
-						t.Errorf("k=%d: intermediate object %s left after publishing", k, o.Name)
-						break
-					}
-				}
-			}
+			faultEveryOperation(t, mode, func(k int) storage.Storage { return storage.NewMem() }, nil)
 		})
+	}
+}
+
+// TestFaultAtEveryOperationS3 is the same test on a real S3-compatible
+// server (MinIO), for a sample of the k: every stride-th, from a random
+// offset (the seed is printed), since each operation is a request.
+func TestFaultAtEveryOperationS3(t *testing.T) {
+	open := s3test.Bucket(t)
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("CAIRN_SEED"); s != "" {
+		fmt.Sscan(s, &seed)
+	}
+	t.Logf("seed %d (replay with CAIRN_SEED=%d)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, 2))
+	for _, mode := range []string{"fail", "crash-put-lands"} {
+		t.Run(mode, func(t *testing.T) {
+			stride := 9
+			offset := 1 + rng.IntN(stride)
+			faultEveryOperation(t, mode, func(k int) storage.Storage { return open(fmt.Sprintf("%s/k%d", mode, k)) },
+				func(k int) bool { return k%stride == offset%stride })
+		})
+	}
+}
+
+// faultEveryOperation runs the fault test for each k (those sample
+// accepts; nil: all) until a run issues fewer than k operations.
+func faultEveryOperation(t *testing.T, mode string, newInner func(k int) storage.Storage, sample func(k int) bool) {
+	ctx := context.Background()
+	tried := 0
+	for k := 1; ; k++ {
+		if sample != nil && !sample(k) {
+			continue
+		}
+		tried++
+		inner := newInner(k)
+		fs := faulty.New(inner)
+		switch mode {
+		case "fail":
+			fs.FailAt(k, nil)
+		case "crash":
+			fs.CrashAt(k, nil)
+		case "crash-put-lands":
+			fs.PutLandsOnCrash = true
+			fs.CrashAt(k, nil)
+		}
+		out := filepath.Join(t.TempDir(), "totals")
+		opts := testOptions(fs)
+		opts.Dataset.Parallelism = 1
+		var calls computeCalls
+		_, err1 := buildTestPipeline(t, opts, testSpec{out: out}, &calls).Run(ctx)
+		if fs.Ops() < k {
+			if err1 != nil {
+				t.Fatalf("k=%d: no fault was injected, yet Run failed: %v", k, err1)
+			}
+			if k < 20 {
+				t.Fatalf("only %d storage operations in a run: the test is not exercising the pipeline", k-1)
+			}
+			t.Logf("%s: a clean run issues %d storage operations; %d of them were faulted", mode, fs.Ops(), tried-1)
+			return
+		}
+		// Restart: the same storage without faults; the crashed
+		// process's lease is made stale by moving the clock on.
+		opts2 := testOptions(inner)
+		opts2.Dataset.Parallelism = 1
+		opts2.Now = func() time.Time { return time.Now().Add(time.Hour) }
+		var calls2 computeCalls
+		rep, err := buildTestPipeline(t, opts2, testSpec{out: out}, &calls2).Run(ctx)
+		if err != nil {
+			t.Fatalf("k=%d (first run: %v): the restarted run failed: %v", k, err1, err)
+		}
+		if got, want := readOutput(t, out), oracle(); !reflect.DeepEqual(got, want) {
+			t.Fatalf("k=%d: output differs from the oracle", k)
+		}
+		for _, stage := range []string{"nums", "joined"} {
+			if err1 == nil {
+				continue // the fault hit a step after the stages (clean-up); the restart restores or skips
+			}
+			if dup := overlap(calls.get(stage), calls2.get(stage)); len(dup) > 1 {
+				t.Errorf("k=%d: stage %s: partitions %v were computed by both runs; at most the one in flight may be", k, stage, dup)
+			}
+		}
+		if rep.Run != "000001" && rep.Run != "000002" {
+			t.Errorf("k=%d: run %s", k, rep.Run)
+		}
+		left, err := inner.List(ctx, "runs/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range left {
+			if strings.Contains(o.Name, "/stages/") || strings.Contains(o.Name, "/refs/") {
+				t.Errorf("k=%d: intermediate object %s left after publishing", k, o.Name)
+				break
+			}
+		}
 	}
 }
 
@@ -241,3 +276,5 @@ func TestSecondRunnerRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestMain(m *testing.M) { miniotest.Main(m) }

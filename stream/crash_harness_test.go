@@ -19,10 +19,15 @@ import (
 // with the interrupted write taking effect or not (landings), restarts on
 // what survived (as a new process would), runs to the end, and requires
 // the sink to hold exactly the output of the run without faults, batch by
-// batch. It returns that output for the caller's own checks.
+// batch. It returns that output for the caller's own checks. newStorage
+// makes the storage of each crash run (default: in memory).
 func crashEveryOperation[In, Out any](t *testing.T, src Source[In], plan Plan[In, Out], opts func(storage.Storage) Options,
-	maxRuns int, landings func(k int) []bool) map[int64][]Out {
+	maxRuns int, landings func(k int) []bool, newStorage ...func(label string) storage.Storage) map[int64][]Out {
 	t.Helper()
+	fresh := func(string) storage.Storage { return storage.NewMem() }
+	if len(newStorage) > 0 {
+		fresh = newStorage[0]
+	}
 	ctx := context.Background()
 	clean := NewMemorySink[Out]("out")
 	probe := faulty.New(storage.NewMem())
@@ -38,7 +43,7 @@ func crashEveryOperation[In, Out any](t *testing.T, src Source[In], plan Plan[In
 	t.Logf("a run issues %d storage operations over %d batches", n, len(clean.Batches()))
 	for k := 1; k <= n; k += 1 + n/maxRuns {
 		for _, lands := range landings(k) {
-			inner := storage.NewMem()
+			inner := fresh(fmt.Sprintf("k%d-%v", k, lands))
 			f := faulty.New(inner)
 			f.PutLandsOnCrash = lands
 			f.CrashAt(k, nil)
@@ -77,3 +82,7 @@ func bothLandings(int) []bool { return []bool{false, true} }
 func sortedKeys[V any](m map[int64]V) []int64 {
 	return slices.Sorted(maps.Keys(m))
 }
+
+// oneLanding tries each crash point once, with the interrupted write
+// landing (the slower S3 runs).
+func oneLanding(int) []bool { return []bool{true} }

@@ -352,6 +352,16 @@ func TestFileSourceToFileSinkAcrossRestarts(t *testing.T) {
 // the second after the first is processed and named to sort before it,
 // so that the files' numbers hold only if the source's log pins them.
 func TestFileSourceToFileSinkCrashAtEveryOperation(t *testing.T) {
+	maxRuns := 40 // every other operation or so: a run restarts four times per k
+	if testing.Short() {
+		maxRuns = 10
+	}
+	fileSourceToSinkCrash(t, func(string) storage.Storage { return storage.NewMem() }, maxRuns, []bool{false, true})
+}
+
+// fileSourceToSinkCrash crashes the checkpoint storage (made by newInner)
+// at about maxRuns operations spread over a run, with each landing.
+func fileSourceToSinkCrash(t *testing.T, newInner func(label string) storage.Storage, maxRuns int, landings []bool) {
 	ctx := context.Background()
 	in := t.TempDir()
 	want := fsClickFiles(t, in, "m", 11, 6)
@@ -408,14 +418,11 @@ func TestFileSourceToFileSinkCrashAtEveryOperation(t *testing.T) {
 		t.Fatalf("the run without faults is wrong: %d batches, sums %v, want %v", len(clean), final, want)
 	}
 	t.Logf("a run issues %d storage operations over %d batches", n, len(clean))
-	step := 1 + n/40 // every other operation or so: a run restarts four times per k
-	if testing.Short() {
-		step = 1 + n/10
-	}
+	step := 1 + n/maxRuns
 	for k := 1; k <= n; k += step {
-		for _, lands := range []bool{false, true} {
+		for _, lands := range landings {
 			label := fmt.Sprintf("crash at operation %d (put lands %v)", k, lands)
-			inner := storage.NewMem()
+			inner := newInner(fmt.Sprintf("k%d-%v", k, lands))
 			f := faulty.New(inner)
 			f.PutLandsOnCrash = lands
 			f.CrashAt(k, nil)
