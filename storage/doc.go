@@ -21,6 +21,10 @@
 //	                                    fsync, rename (link for IfAbsent),
 //	                                    fsync of the directory
 //	mem://name                          Mem: in process, shared by name
+//	s3://bucket/prefix?endpoint=...     package storage/s3 (import it to
+//	                                    register the scheme): S3 or any
+//	                                    server with conditional writes
+//	                                    (If-None-Match: *), checked at open
 //
 // Package storage/faulty wraps any backend to fail or "crash" at the k-th
 // operation, and storage/storagetest is the conformance suite every backend

@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	_ "github.com/cairn-data/cairn/storage/s3" // s3:// checkpoint locations
 )
 
 // Exit statuses.

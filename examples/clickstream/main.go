@@ -14,6 +14,8 @@ import (
 
 	"github.com/cairn-data/cairn/internal/clickstream"
 	"github.com/cairn-data/cairn/stream"
+
+	_ "github.com/cairn-data/cairn/storage/s3" // s3:// checkpoint locations
 )
 
 func main() {

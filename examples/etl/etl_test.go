@@ -20,7 +20,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+
 	"github.com/cairn-data/cairn/dataset"
+	"github.com/cairn-data/cairn/internal/miniotest"
 )
 
 var (
@@ -53,6 +56,7 @@ func TestMain(m *testing.M) {
 // job is one input with its own output and checkpoint directories.
 type job struct {
 	input, output, checkpoint string
+	env                       []string // added to the process's environment
 }
 
 func newJob(t *testing.T, input string) job {
@@ -62,14 +66,16 @@ func newJob(t *testing.T, input string) job {
 
 func (j job) cmd(extra ...string) *exec.Cmd {
 	args := append([]string{"-input", j.input, "-output", j.output, "-checkpoint", j.checkpoint, "-partitions", "6"}, extra...)
-	return exec.Command(binary, args...)
+	c := exec.Command(binary, args...)
+	c.Env = append(os.Environ(), j.env...)
+	return c
 }
 
 // run runs the job to its end and returns its exit status and stderr.
 func (j job) run(t *testing.T, env []string, extra ...string) (int, string) {
 	t.Helper()
 	c := j.cmd(extra...)
-	c.Env = append(os.Environ(), env...)
+	c.Env = append(c.Env, env...)
 	var stderr bytes.Buffer
 	c.Stderr = &stderr
 	err := c.Run()
@@ -352,5 +358,44 @@ func killUntilDone(tb testing.TB, j job, rng *rand.Rand, cleanTime time.Duration
 			tb.Fatalf("%s: run failed without being killed: %v\n%s", what, err, log)
 		}
 		return kills, total, started
+	}
+}
+
+// The SIGKILL test with the checkpoint on a real S3-compatible server
+// (MinIO): two sequences of random kills, each ending with the oracle's
+// output and no stage output left in the bucket.
+func TestSIGKILLWithS3Checkpoint(t *testing.T) {
+	srv := miniotest.Start(t)
+	bucket := srv.NewBucket(t)
+	seed := *killSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (replay with -etl.seed %d)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, 3))
+	input := generateInput(t, 30000, 8)
+	want := oracle(t, input)
+	clean := newJob(t, input)
+	clean.checkpoint, clean.env = srv.URL(bucket, "clean"), srv.Env()
+	t0 := time.Now()
+	if code, log := clean.run(t, nil); code != 0 {
+		t.Fatalf("clean run on S3: exit %d\n%s", code, log)
+	}
+	cleanTime := time.Since(t0)
+	for seq := range 2 {
+		j := newJob(t, input)
+		j.checkpoint, j.env = srv.URL(bucket, fmt.Sprintf("seq%d", seq)), srv.Env()
+		kills, _, _ := killUntilDone(t, j, rng, cleanTime, fmt.Sprintf("S3 sequence %d (seed %d)", seq, seed))
+		if got := readDaily(t, j.output); !reflect.DeepEqual(got, want) {
+			t.Fatalf("S3 sequence %d (seed %d): output differs from the oracle", seq, seed)
+		}
+		ctx := context.Background()
+		for o := range srv.Client().ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: fmt.Sprintf("seq%d/runs/", seq), Recursive: true}) {
+			if strings.Contains(o.Key, "/stages/") {
+				t.Errorf("S3 sequence %d: stage object %s left after publishing", seq, o.Key)
+				break
+			}
+		}
+		t.Logf("S3 sequence %d: %d kills", seq, kills)
 	}
 }

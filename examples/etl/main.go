@@ -15,6 +15,8 @@ import (
 	"syscall"
 
 	"github.com/cairn-data/cairn/pipeline"
+
+	_ "github.com/cairn-data/cairn/storage/s3" // s3:// checkpoint locations
 )
 
 // Exit statuses.
