@@ -3,8 +3,10 @@ package stream_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/cairn-data/cairn/dataset"
+	"github.com/cairn-data/cairn/internal/s3test"
 	"github.com/cairn-data/cairn/storage"
 	"github.com/cairn-data/cairn/storage/faulty"
 	"github.com/cairn-data/cairn/stream"
@@ -71,15 +73,26 @@ func TestSteadyBatchesNeitherListNorGet(t *testing.T) {
 
 // BenchmarkRequestsPerBatch reports what one micro-batch of the keyed
 // query (10k bids, 4 state partitions, 10k keys) asks of its checkpoint
-// storage: requests by kind and bytes written.
+// storage, in memory and on MinIO: requests by kind, bytes written, and
+// the time of a batch.
 func BenchmarkRequestsPerBatch(b *testing.B) {
-	for b.Loop() {
-		const batches = 50
-		got := requestsOfBatches(b, storage.NewMem(), 10000, 20, batches)
-		b.ReportMetric(float64(got.Puts)/batches, "puts/batch")
-		b.ReportMetric(float64(got.Deletes)/batches, "deletes/batch")
-		b.ReportMetric(float64(got.Lists)/batches, "lists/batch")
-		b.ReportMetric(float64(got.Gets)/batches, "gets/batch")
-		b.ReportMetric(float64(got.PutBytes)/batches/1e3, "kB-written/batch")
+	for _, backend := range []string{"mem", "s3"} {
+		b.Run("storage="+backend, func(b *testing.B) {
+			for b.Loop() {
+				st := storage.Storage(storage.NewMem())
+				if backend == "s3" {
+					st = s3test.Storage(b, "requests")
+				}
+				const batches = 50
+				t0 := time.Now()
+				got := requestsOfBatches(b, st, 10000, 20, batches)
+				b.ReportMetric(float64(time.Since(t0).Milliseconds())/(20+batches), "ms/batch")
+				b.ReportMetric(float64(got.Puts)/batches, "puts/batch")
+				b.ReportMetric(float64(got.Deletes)/batches, "deletes/batch")
+				b.ReportMetric(float64(got.Lists)/batches, "lists/batch")
+				b.ReportMetric(float64(got.Gets)/batches, "gets/batch")
+				b.ReportMetric(float64(got.PutBytes)/batches/1e3, "kB-written/batch")
+			}
+		})
 	}
 }
