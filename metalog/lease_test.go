@@ -264,19 +264,47 @@ func TestLeaseLostWhenRenewalFailsUntilExpiry(t *testing.T) {
 
 // The background goroutine renews on its own and notices a takeover.
 func TestLeaseBackgroundRenewal(t *testing.T) {
+	ctx := context.Background()
 	s := storage.NewMem()
 	const ttl = 300 * time.Millisecond
-	l := mustAcquire(t, s, LeaseOptions{TTL: ttl})
-	time.Sleep(3 * ttl)
-	mustBeHeld(t, s, LeaseOptions{TTL: ttl}) // without renewal it would have expired
+	// Expiry is judged on a fake clock that the test moves on; renewal is
+	// paced by real timers. Each step moves the clock half a TTL and waits
+	// (in real time, as long as a loaded machine needs) for a renewal made
+	// at the new time. Two TTLs later, the lease must still be held.
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	l := mustAcquire(t, s, LeaseOptions{TTL: ttl, Now: clock})
+	for range 4 {
+		mu.Lock()
+		now = now.Add(ttl / 2)
+		target := now.Add(ttl)
+		mu.Unlock()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			rec, err := getLease(ctx, s, l.Generation())
+			if err == nil && !rec.Expires.Before(target) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no renewal in 30 s after the clock moved on (last record %+v, %v)", rec, err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	mustBeHeld(t, s, LeaseOptions{TTL: ttl, Now: clock}) // without renewal it would have expired
 
 	other := leaseRecord{Token: "other", Host: "elsewhere", PID: 4242, Acquired: time.Now(), Expires: time.Now().Add(time.Hour)}
-	if err := putLease(context.Background(), s, l.Generation()+1, other, storage.PutOptions{IfAbsent: true}); err != nil {
+	if err := putLease(ctx, s, l.Generation()+1, other, storage.PutOptions{IfAbsent: true}); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case <-l.Lost():
-	case <-time.After(10 * ttl):
+	case <-time.After(30 * time.Second):
 		t.Fatal("background renewal did not notice the takeover")
 	}
 	if err := l.Err(); !errors.Is(err, ErrLeaseLost) || !strings.Contains(err.Error(), "elsewhere") {
