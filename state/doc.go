@@ -7,12 +7,13 @@
 // partition, optional name) inside a checkpoint location. It hands out a
 // writable Store at version v, whose Commit creates version v+1, and
 // read-only stores at any retained version. Providers register by name
-// (Register); memstate registers "memstate".
+// (Register); memstate registers "memstate" and pebblestate "pebble".
+// Provider-specific settings travel in Options.Provider.
 //
 // Layout in the checkpoint location (as Spark's):
 //
 //	state/<operator>/<partition>/_meta           provider and schema, written at first use
-//	state/<operator>/<partition>/<v>.delta       provider files (memstate: see its doc)
+//	state/<operator>/<partition>/<v>.delta       provider files (memstate, pebblestate: see their docs)
 //	state/<operator>/<partition>/<name>/...      a named store of the same operator
 //
 // Invariants every provider keeps:

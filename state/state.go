@@ -74,6 +74,13 @@ type Options struct {
 	RetainVersions int
 	// Logger receives maintenance events. Default slog.Default().
 	Logger *slog.Logger
+	// Provider holds the options of the provider, of the type its package
+	// documents (pebblestate.Options for "pebble"); nil gives the
+	// provider's defaults. A provider without options of its own
+	// (memstate) ignores it; one with options refuses a value of another
+	// type. Unlike the provider's name, these options are not pinned: a
+	// restart may change them.
+	Provider any
 }
 
 // WithDefaults returns o with zero fields set to their defaults.
@@ -105,7 +112,9 @@ func (o Options) Validate() error {
 }
 
 // KV is one key and value yielded by Range and PrefixScan. Both slices are
-// owned by the store: do not modify them.
+// owned by the store: do not modify them, and do not keep them past the
+// loop iteration that yielded them (a provider may reuse them when the
+// loop advances); copy what you keep.
 type KV struct {
 	Key, Value []byte
 }

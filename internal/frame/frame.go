@@ -33,29 +33,33 @@ type Kind byte
 
 // Object kinds.
 const (
-	KindDelta     Kind = 'd' // state store changes of one version
-	KindSnapshot  Kind = 's' // state store contents at one version
-	KindStoreMeta Kind = 'm' // state store provider and schema
-	KindLogEntry  Kind = 'l' // one entry of a metalog
-	KindLease     Kind = 'L' // writer lease of a checkpoint location
-	KindManifest  Kind = 'M' // manifest of a dataset checkpoint
-	KindRecords   Kind = 'r' // records of a dataset partition (gob), for types Parquet cannot hold
-	KindQueryMeta Kind = 'Q' // metadata of a streaming query: ID and pinned settings
-	KindPartDone  Kind = 'p' // completion record of one partition of a resumable write
-	KindPipeline  Kind = 'P' // a record of a resumable pipeline: pipeline, run, stage, publication
+	KindDelta          Kind = 'd' // state store changes of one version
+	KindSnapshot       Kind = 's' // state store contents at one version
+	KindStoreMeta      Kind = 'm' // state store provider and schema
+	KindLogEntry       Kind = 'l' // one entry of a metalog
+	KindLease          Kind = 'L' // writer lease of a checkpoint location
+	KindManifest       Kind = 'M' // manifest of a dataset checkpoint
+	KindRecords        Kind = 'r' // records of a dataset partition (gob), for types Parquet cannot hold
+	KindQueryMeta      Kind = 'Q' // metadata of a streaming query: ID and pinned settings
+	KindPartDone       Kind = 'p' // completion record of one partition of a resumable write
+	KindPipeline       Kind = 'P' // a record of a resumable pipeline: pipeline, run, stage, publication
+	KindChangelog      Kind = 'c' // pebble state store: the writes of one version, in order
+	KindPebbleSnapshot Kind = 'S' // pebble state store: manifest of a snapshot (SST files and small files)
 )
 
 var kindNames = map[Kind]string{
-	KindDelta:     "state delta",
-	KindSnapshot:  "state snapshot",
-	KindStoreMeta: "state store metadata",
-	KindLogEntry:  "log entry",
-	KindLease:     "lease",
-	KindManifest:  "checkpoint manifest",
-	KindRecords:   "partition records",
-	KindQueryMeta: "query metadata",
-	KindPartDone:  "partition completion record",
-	KindPipeline:  "pipeline record",
+	KindDelta:          "state delta",
+	KindSnapshot:       "state snapshot",
+	KindStoreMeta:      "state store metadata",
+	KindLogEntry:       "log entry",
+	KindLease:          "lease",
+	KindManifest:       "checkpoint manifest",
+	KindRecords:        "partition records",
+	KindQueryMeta:      "query metadata",
+	KindPartDone:       "partition completion record",
+	KindPipeline:       "pipeline record",
+	KindChangelog:      "state changelog",
+	KindPebbleSnapshot: "pebble state snapshot manifest",
 }
 
 // Known reports whether this build of cairn knows the kind.
