@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cairn-data/cairn/internal/s3test"
 	"github.com/cairn-data/cairn/internal/statecheck"
 	"github.com/cairn-data/cairn/state"
 	"github.com/cairn-data/cairn/state/memstate"
@@ -18,6 +19,7 @@ var harness = statetest.Harness{
 	Name:         memstate.Name,
 	DeltaName:    memstate.DeltaName,
 	SnapshotName: memstate.SnapshotName,
+	Backends:     map[string]func(t *testing.T) func(k int) storage.Storage{"s3": s3Backend},
 }
 
 func TestMain(m *testing.M) { statetest.Main(m, harness) }
@@ -136,4 +138,11 @@ func TestRetentionFiles(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("after 300 commits the store holds\n%v\nwant\n%v", got, want)
 	}
+}
+
+// s3Backend runs the crash test on a real S3-compatible server (MinIO):
+// a bucket for the subtest, a prefix per crash point.
+func s3Backend(t *testing.T) func(k int) storage.Storage {
+	open := s3test.Bucket(t)
+	return func(k int) storage.Storage { return open(fmt.Sprintf("k%d", k)) }
 }

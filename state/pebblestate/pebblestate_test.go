@@ -1,9 +1,11 @@
 package pebblestate_test
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 
+	"github.com/cairn-data/cairn/internal/s3test"
 	"github.com/cairn-data/cairn/state/pebblestate"
 	"github.com/cairn-data/cairn/state/statetest"
 	"github.com/cairn-data/cairn/storage"
@@ -25,6 +27,7 @@ var harness = statetest.Harness{
 	Name:         pebblestate.Name,
 	DeltaName:    pebblestate.ChangelogName,
 	SnapshotName: pebblestate.CheckpointName,
+	Backends:     map[string]func(t *testing.T) func(k int) storage.Storage{"s3": s3Backend},
 	Options: func(t testing.TB, s storage.Storage, fresh bool) any {
 		if fresh {
 			return testOptions(t.TempDir())
@@ -49,4 +52,11 @@ func TestSuite(t *testing.T) {
 		h.CrashStride = 4
 	}
 	statetest.Run(t, h)
+}
+
+// s3Backend runs the crash test on a real S3-compatible server (MinIO):
+// a bucket for the subtest, a prefix per crash point.
+func s3Backend(t *testing.T) func(k int) storage.Storage {
+	open := s3test.Bucket(t)
+	return func(k int) storage.Storage { return open(fmt.Sprintf("k%d", k)) }
 }

@@ -38,6 +38,12 @@ type Harness struct {
 	// storage operation (and the last) rather than at every one, for
 	// providers whose runs are slow. 0 or 1: every operation.
 	CrashStride int
+	// Backends adds checkpoint storages to the crash test, beside mem and
+	// local (an S3-compatible server, say). Each setup runs once, in the
+	// backend's subtest, and returns the storage for crash point k; those
+	// backends are crashed at every fifth crash point, with the
+	// interrupted Put landing, since each operation is a request.
+	Backends map[string]func(t *testing.T) func(k int) storage.Storage
 }
 
 // The store every test uses.
