@@ -11,7 +11,8 @@ import (
 	"strings"
 	"syscall"
 
-	_ "github.com/cairn-data/cairn/storage/s3" // s3:// checkpoint locations
+	_ "github.com/cairn-data/cairn/state/pebblestate" // stores of the pebble provider
+	_ "github.com/cairn-data/cairn/storage/s3"        // s3:// checkpoint locations
 )
 
 // Exit statuses.

@@ -27,10 +27,10 @@ func main() {
 	flag.IntVar(&o.MaxFilesPerBatch, "max-files-per-batch", 0, "take at most `N` new files per batch (0: all)")
 	untilIdle := flag.Bool("until-idle", false, "process what is there, then stop")
 	drain := flag.Bool("drain", false, "process what is there, close every open window, then stop")
-	flag.StringVar(&o.StateProvider, "state", "memory", "state store provider: memory")
+	flag.StringVar(&o.StateProvider, "state", "memory", "state store provider: memory, or pebble (state larger than memory, in a local Pebble database)")
 	flag.Parse()
 	if o.Input == "" || o.Output == "" || o.Checkpoint == "" || flag.NArg() > 0 {
-		fmt.Fprintln(os.Stderr, "usage: clickstream -input DIR -output DIR -checkpoint URL [-trigger D] [-max-files-per-batch N] [-until-idle] [-drain] [-state memory]")
+		fmt.Fprintln(os.Stderr, "usage: clickstream -input DIR -output DIR -checkpoint URL [-trigger D] [-max-files-per-batch N] [-until-idle] [-drain] [-state memory|pebble]")
 		os.Exit(2)
 	}
 	o.Trigger = stream.Trigger{Interval: *trigger, UntilIdle: *untilIdle, Drain: *drain}

@@ -28,6 +28,20 @@ func TestTortureSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns processes; runs without -short")
 	}
+	torture(t, *kills)
+}
+
+// The same with the pebble state provider: each restarted process finds
+// its local Pebble database at a committed version (it was killed, never
+// ahead of the checkpoint) and catches up from the changelogs.
+func TestTortureSIGKILLPebble(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns processes; runs without -short")
+	}
+	torture(t, 12, "-state", "pebble")
+}
+
+func torture(t *testing.T, kills int, extra ...string) {
 	seed := rand.Uint64()
 	if s := os.Getenv("CAIRN_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)
@@ -44,9 +58,9 @@ func TestTortureSIGKILL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"-input", in, "-output", out, "-checkpoint", ckpt, "-max-files-per-batch", "1"}
+	args := append([]string{"-input", in, "-output", out, "-checkpoint", ckpt, "-max-files-per-batch", "1"}, extra...)
 	killed := 0
-	for i := range *kills {
+	for i := range kills {
 		cmd := exec.Command(bin, args...)
 		var stderr safeBuffer
 		cmd.Stderr = &stderr

@@ -18,6 +18,8 @@ import (
 	"github.com/cairn-data/cairn/dataset"
 	"github.com/cairn-data/cairn/state"
 	"github.com/cairn-data/cairn/stream"
+
+	_ "github.com/cairn-data/cairn/state/pebblestate" // -state pebble
 )
 
 // Event is one click: {"user": "u17", "ts": "2026-01-01T00:00:03.120Z", "amount": 150}.
