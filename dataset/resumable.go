@@ -162,12 +162,12 @@ func WriteResumable[T any](ctx context.Context, d *Dataset[T], st storage.Storag
 			return ResumableResult{}, err
 		}
 		if !present[pd.File] {
-			// The part was lost (deleted by hand, or a drill). Forget the
-			// record and compute the partition again.
-			if err := st.Delete(ctx, dir+"/"+donePartName(p)); err != nil {
-				return ResumableResult{}, fmt.Errorf("dataset: %s: partition %d's part %s is missing; delete its record: %w", where, p, pd.File, err)
-			}
-			continue
+			// The part was lost. Completion records are never deleted by a
+			// writer (another writer may be reading or replacing it at the
+			// same moment), so the directory cannot be repaired in place:
+			// the caller deletes it and writes again.
+			return ResumableResult{}, &storage.CorruptError{Object: dir + "/" + pd.File, Offset: -1,
+				Reason: fmt.Sprintf("partition %d is recorded complete in %s, but its part is missing: the stored output is damaged; delete %s to compute it again", p, donePartName(p), where)}
 		}
 		parts[p] = &pd
 		if opts.OnPartition != nil {
