@@ -43,35 +43,6 @@ func open(t testing.TB, s storage.Storage, opts state.Options) state.Provider {
 	return p
 }
 
-func commit(t testing.TB, p state.Provider, v int64, ops []statecheck.Op) int64 {
-	t.Helper()
-	ctx := context.Background()
-	st, err := p.GetStore(ctx, v)
-	if err != nil {
-		t.Fatalf("GetStore(%d): %v", v, err)
-	}
-	if err := statecheck.Write(st, ops); err != nil {
-		t.Fatal(err)
-	}
-	next, err := st.Commit(ctx)
-	if err != nil {
-		t.Fatalf("Commit of version %d: %v", v+1, err)
-	}
-	return next
-}
-
-func checkVersion(t testing.TB, p state.Provider, v int64, want map[string][]byte) {
-	t.Helper()
-	rs, err := p.GetReadStore(context.Background(), v)
-	if err != nil {
-		t.Fatalf("GetReadStore(%d): %v", v, err)
-	}
-	defer rs.Abort()
-	if err := statecheck.Compare(rs, want); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // Commit leaves the ordered index behind the map until something needs
 // order; a batch larger than the state makes it catch up at once. Either
 // way Range, read stores and snapshots see every committed change.
@@ -86,13 +57,13 @@ func TestOrderedIndexCatchesUp(t *testing.T) {
 	}
 	ops = append(ops, statecheck.Op{Key: "kept", Value: []byte("1")})
 	statecheck.Apply(want, ops)
-	v := commit(t, p, 0, ops)
+	v := statetest.Commit(t, p, 0, ops)
 	for i := range 3 {
 		batch := []statecheck.Op{{Key: fmt.Sprint("k", i), Value: []byte{byte(i)}}, {Key: "kept", Value: []byte{byte(i)}}}
 		statecheck.Apply(want, batch)
-		v = commit(t, p, v, batch)
+		v = statetest.Commit(t, p, v, batch)
 	}
-	checkVersion(t, p, v, want) // a read store of the latest version syncs the index
+	statetest.CheckVersion(t, p, v, want) // a read store of the latest version syncs the index
 	st, _ := p.GetStore(ctx, v)
 	defer st.Abort()
 	if err := statecheck.Compare(st, want); err != nil { // Range of the writable store
@@ -113,7 +84,7 @@ func TestRetentionFiles(t *testing.T) {
 	p := open(t, s, state.Options{MaintenanceInterval: -1})
 	w := statecheck.Workload{Seed: 3, Keys: 500, PerBatch: 10}
 	for v := int64(0); v < 300; v++ {
-		commit(t, p, v, w.Changes(v+1))
+		statetest.Commit(t, p, v, w.Changes(v+1))
 		if err := p.Maintain(ctx); err != nil {
 			t.Fatal(err)
 		}

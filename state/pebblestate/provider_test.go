@@ -14,6 +14,7 @@ import (
 	"github.com/cairn-data/cairn/internal/statecheck"
 	"github.com/cairn-data/cairn/state"
 	"github.com/cairn-data/cairn/state/pebblestate"
+	"github.com/cairn-data/cairn/state/statetest"
 	"github.com/cairn-data/cairn/storage"
 )
 
@@ -38,23 +39,6 @@ func open(t testing.TB, s storage.Storage, opts state.Options, po pebblestate.Op
 	}
 	t.Cleanup(func() { p.Close() })
 	return p
-}
-
-func commit(t testing.TB, p state.Provider, v int64, ops []statecheck.Op) int64 {
-	t.Helper()
-	ctx := context.Background()
-	st, err := p.GetStore(ctx, v)
-	if err != nil {
-		t.Fatalf("GetStore(%d): %v", v, err)
-	}
-	if err := statecheck.Write(st, ops); err != nil {
-		t.Fatal(err)
-	}
-	next, err := st.Commit(ctx)
-	if err != nil {
-		t.Fatalf("Commit of version %d: %v", v+1, err)
-	}
-	return next
 }
 
 // load opens a store at v, compares it with want, and returns its metrics.
@@ -153,7 +137,7 @@ func TestSnapshotUploadsOnlyNewSSTs(t *testing.T) {
 	want := map[string][]byte{}
 	ops := bulk("k", scaled(50_000), 0)
 	statecheck.Apply(want, ops)
-	v := commit(t, p, 0, ops)
+	v := statetest.Commit(t, p, 0, ops)
 	if err := p.Maintain(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +148,7 @@ func TestSnapshotUploadsOnlyNewSSTs(t *testing.T) {
 	}
 	small := []statecheck.Op{{Key: "k0000007", Value: []byte("changed")}, {Key: "new", Value: []byte("x")}}
 	statecheck.Apply(want, small)
-	v = commit(t, p, v, small)
+	v = statetest.Commit(t, p, v, small)
 	if err := p.Maintain(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +184,7 @@ func TestRestoreOnEmptyDirFromSnapshotAndChangelogs(t *testing.T) {
 	w := statecheck.Workload{Seed: 21, Keys: scaled(5000), PerBatch: scaled(2000)}
 	p := open(t, s, state.Options{SnapshotInterval: 5}, pebblestate.Options{})
 	for v := int64(0); v < 8; v++ {
-		commit(t, p, v, w.Changes(v+1))
+		statetest.Commit(t, p, v, w.Changes(v+1))
 		if err := p.Maintain(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -232,7 +216,7 @@ func TestLocalDatabaseReuse(t *testing.T) {
 	w := statecheck.Workload{Seed: 5, Keys: 500, PerBatch: 100}
 	p := open(t, s, state.Options{}, pebblestate.Options{Dir: dir})
 	for v := int64(0); v < 4; v++ {
-		commit(t, p, v, w.Changes(v+1))
+		statetest.Commit(t, p, v, w.Changes(v+1))
 	}
 	p.Close()
 
@@ -245,7 +229,7 @@ func TestLocalDatabaseReuse(t *testing.T) {
 
 	other := open(t, s, state.Options{}, pebblestate.Options{}) // another machine goes on
 	for v := int64(4); v < 6; v++ {
-		commit(t, other, v, w.Changes(v+1))
+		statetest.Commit(t, other, v, w.Changes(v+1))
 	}
 	other.Close()
 	p = open(t, s, state.Options{}, pebblestate.Options{Dir: dir})
@@ -261,7 +245,7 @@ func TestLocalDatabaseReuse(t *testing.T) {
 		t.Fatalf("a new store starts at version %d", v)
 	}
 	load(t, q, 0, map[string][]byte{})
-	commit(t, q, 0, []statecheck.Op{{Key: "only", Value: []byte("s2")}})
+	statetest.Commit(t, q, 0, []statecheck.Op{{Key: "only", Value: []byte("s2")}})
 	q.Close()
 
 	// And back: the directory now holds s2's database, which is not reused
@@ -280,12 +264,12 @@ func TestRecreatedLocationIsAnotherStore(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := storage.OpenLocal(filepath.Join(root, "loc"))
 	p := open(t, s, state.Options{}, pebblestate.Options{Dir: dir})
-	commit(t, p, 0, []statecheck.Op{{Key: "old", Value: []byte("1")}})
+	statetest.Commit(t, p, 0, []statecheck.Op{{Key: "old", Value: []byte("1")}})
 	p.Close()
 	os.RemoveAll(filepath.Join(root, "loc"))
 	s, _ = storage.OpenLocal(filepath.Join(root, "loc"))
 	p = open(t, s, state.Options{}, pebblestate.Options{Dir: dir})
-	commit(t, p, 0, []statecheck.Op{{Key: "new", Value: []byte("2")}})
+	statetest.Commit(t, p, 0, []statecheck.Op{{Key: "new", Value: []byte("2")}})
 	load(t, p, 1, map[string][]byte{"new": []byte("2")})
 	if _, err := p.GetStore(ctx, 2); !errors.Is(err, state.ErrVersionUnavailable) {
 		t.Fatalf("GetStore(2): %v", err)
@@ -305,7 +289,7 @@ func TestMaintenanceDeletesUnreferencedSSTs(t *testing.T) {
 	for round := range 12 { // rewrites every key: compactions leave old SSTs behind
 		ops := bulk("k", scaled(4000), round)
 		statecheck.Apply(want, ops)
-		v = commit(t, p, v, ops)
+		v = statetest.Commit(t, p, v, ops)
 		oracle[v] = maps.Clone(want)
 		if err := p.Maintain(ctx); err != nil {
 			t.Fatal(err)
@@ -342,7 +326,7 @@ func TestCorruptSSTDetectedOnDownload(t *testing.T) {
 	ctx := context.Background()
 	s := storage.NewMem()
 	p := open(t, s, state.Options{SnapshotInterval: 1}, pebblestate.Options{})
-	commit(t, p, 0, bulk("k", 1000, 0))
+	statetest.Commit(t, p, 0, bulk("k", 1000, 0))
 	if err := p.Maintain(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +363,7 @@ func TestCorruptSSTDetectedOnDownload(t *testing.T) {
 func TestMemoryOptions(t *testing.T) {
 	s := storage.NewMem()
 	p := open(t, s, state.Options{}, pebblestate.Options{BlockCacheSize: 3 << 20, MemTableSize: 2 << 20, MemTables: 3})
-	commit(t, p, 0, []statecheck.Op{{Key: "a", Value: []byte("1")}})
+	statetest.Commit(t, p, 0, []statecheck.Op{{Key: "a", Value: []byte("1")}})
 	m := metrics(t, p)
 	if m["blockCacheCapacity"] != 3<<20 {
 		t.Errorf("block cache of %d bytes, want 3 MiB", m["blockCacheCapacity"])
@@ -414,7 +398,7 @@ func TestEstimateKeys(t *testing.T) {
 	n := scaled(20_000)
 	ops := bulk("k", n, 0)
 	statecheck.Apply(want, ops)
-	commit(t, p, 0, ops)
+	statetest.Commit(t, p, 0, ops)
 	if err := p.Maintain(context.Background()); err != nil { // flushes: the tables have statistics
 		t.Fatal(err)
 	}
@@ -458,7 +442,7 @@ func TestDefaultDirSharedByTwoProviders(t *testing.T) {
 		return p
 	}
 	p1 := open1()
-	commit(t, p1, 0, []statecheck.Op{{Key: "a", Value: []byte("1")}})
+	statetest.Commit(t, p1, 0, []statecheck.Op{{Key: "a", Value: []byte("1")}})
 	p2 := open1()
 	load(t, p2, 1, map[string][]byte{"a": []byte("1")})
 	base := pebblestate.DefaultDir(s, testID)

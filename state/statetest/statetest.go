@@ -111,6 +111,19 @@ func Seed(t testing.TB) uint64 {
 	return s
 }
 
+// Commit writes ops into version v of p and commits it, failing the test
+// on any error; it returns the new version. For providers' own tests.
+func Commit(t testing.TB, p state.Provider, v int64, ops []statecheck.Op) int64 {
+	t.Helper()
+	return commit(t, p, v, ops)
+}
+
+// CheckVersion fails the test unless version v of p holds exactly want.
+func CheckVersion(t testing.TB, p state.Provider, v int64, want map[string][]byte) {
+	t.Helper()
+	checkVersion(t, p, v, want)
+}
+
 func commit(t testing.TB, p state.Provider, v int64, ops []statecheck.Op) int64 {
 	t.Helper()
 	ctx := context.Background()
