@@ -4,14 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"path"
 	"strings"
 
-	"github.com/cairn-data/cairn/storage"
+	"github.com/cairn-data/cairn/internal/recio"
 )
 
 // Format versions of the payloads, in the frame header.
@@ -61,135 +60,34 @@ func (cw *changelogWriter) delete(key []byte) {
 	cw.bytes(key)
 }
 
-// payloadReader decodes the records of a verified frame payload and turns
-// a short or malformed payload into a *storage.CorruptError naming the
-// object.
-type payloadReader struct {
-	r      *bufio.Reader
-	object string
-	off    int64 // payload offset of the next byte
-	record int   // index of the record being read
-	buf    []byte
-}
-
-func newPayloadReader(r io.Reader, object string) *payloadReader {
-	return &payloadReader{r: bufio.NewReaderSize(r, 256<<10), object: object}
-}
-
-func (pr *payloadReader) corrupt(reason string) error {
-	return &storage.CorruptError{Object: pr.object, Offset: -1,
-		Reason: fmt.Sprintf("record %d (payload byte %d): %s", pr.record, pr.off, reason)}
-}
-
-// wrap turns an early end into corruption, keeping corruption found by the
-// frame reader (which names the byte offset) and I/O errors as they are.
-func (pr *payloadReader) wrap(err error, what string) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return pr.corrupt("payload ends inside the " + what)
-	}
-	return err
-}
-
-func (pr *payloadReader) atEnd() (bool, error) {
-	_, err := pr.r.Peek(1)
-	if errors.Is(err, io.EOF) {
-		return true, nil
-	}
-	return false, err
-}
-
-func (pr *payloadReader) byte(what string) (byte, error) {
-	b, err := pr.r.ReadByte()
-	if err != nil {
-		return 0, pr.wrap(err, what)
-	}
-	pr.off++
-	return b, nil
-}
-
-func (pr *payloadReader) ReadByte() (byte, error) {
-	b, err := pr.r.ReadByte()
-	if err == nil {
-		pr.off++
-	}
-	return b, err
-}
-
-// uvarint reads a minimally encoded uvarint no greater than limit.
-func (pr *payloadReader) uvarint(limit uint64, what string) (uint64, error) {
-	start := pr.off
-	n, err := binary.ReadUvarint(pr)
-	if err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return 0, pr.wrap(err, what)
-		}
-		if _, isCorrupt := errors.AsType[*storage.CorruptError](err); isCorrupt {
-			return 0, err
-		}
-		return 0, pr.corrupt("bad " + what + ": " + err.Error())
-	}
-	var tmp [binary.MaxVarintLen64]byte
-	if used := pr.off - start; used != int64(binary.PutUvarint(tmp[:], n)) {
-		return 0, pr.corrupt(what + " is not minimally encoded")
-	}
-	if n > limit {
-		return 0, pr.corrupt(fmt.Sprintf("%s %d exceeds the limit of %d", what, n, limit))
-	}
-	return n, nil
-}
-
-// bytes reads a length-prefixed byte string into the reader's buffer; the
-// slice is valid until the next call.
-func (pr *payloadReader) bytes(limit int, what string) ([]byte, error) {
-	n, err := pr.uvarint(uint64(limit), what+" length")
-	if err != nil {
-		return nil, err
-	}
-	return pr.fixed(int(n), what)
-}
-
-// fixed reads n bytes into the reader's buffer; the slice is valid until
-// the next call.
-func (pr *payloadReader) fixed(n int, what string) ([]byte, error) {
-	if cap(pr.buf) < n {
-		pr.buf = make([]byte, n)
-	}
-	b := pr.buf[:n]
-	if _, err := io.ReadFull(pr.r, b); err != nil {
-		return nil, pr.wrap(err, what)
-	}
-	pr.off += int64(n)
-	return b, nil
-}
-
 // decodeChangelog calls fn for each record of a changelog payload, in
 // order: a put (del false) or a delete. A key may appear more than once
 // (the batch wrote it more than once); records are applied in order. The
 // slices passed to fn are valid only during the call.
 func decodeChangelog(r io.Reader, object string, fn func(del bool, key, value []byte) error) error {
-	pr := newPayloadReader(r, object)
+	pr := recio.NewReader(r, object)
 	var key []byte
-	for ; ; pr.record++ {
-		if end, err := pr.atEnd(); err != nil {
-			return pr.wrap(err, "record")
+	for ; ; pr.Record++ {
+		if end, err := pr.AtEnd(); err != nil {
+			return pr.Wrap(err, "record")
 		} else if end {
 			return nil
 		}
-		op, err := pr.byte("operation")
+		op, err := pr.Byte("operation")
 		if err != nil {
 			return err
 		}
 		if op != opPut && op != opDelete {
-			return pr.corrupt(fmt.Sprintf("unknown operation %d", op))
+			return pr.Corrupt(fmt.Sprintf("unknown operation %d", op))
 		}
-		k, err := pr.bytes(maxKeyLen, "key")
+		k, err := pr.Bytes(maxKeyLen, "key", nil)
 		if err != nil {
 			return err
 		}
 		key = append(key[:0], k...)
 		var value []byte
 		if op == opPut {
-			if value, err = pr.bytes(maxValueLen, "value"); err != nil {
+			if value, err = pr.Bytes(maxValueLen, "value", nil); err != nil {
 				return err
 			}
 		}
@@ -270,76 +168,76 @@ func encodeManifest(m *checkpointManifest) []byte {
 // or blob files, inline files match their CRC32C. Damage is a
 // *storage.CorruptError naming object.
 func decodeManifest(payload []byte, object string) (*checkpointManifest, error) {
-	pr := newPayloadReader(bytes.NewReader(payload), object)
-	pr.record = -1 // the header
-	v, err := pr.uvarint(1<<62, "version")
+	pr := recio.NewReader(bytes.NewReader(payload), object)
+	pr.Record = -1 // the header
+	v, err := pr.Uvarint(1<<62, "version")
 	if err != nil {
 		return nil, err
 	}
-	n, err := pr.uvarint(maxFiles, "file count")
+	n, err := pr.Uvarint(maxFiles, "file count")
 	if err != nil {
 		return nil, err
 	}
 	m := &checkpointManifest{Version: int64(v), Files: make([]checkpointFile, 0, min(n, 1024))}
-	for pr.record = 0; pr.record < int(n); pr.record++ {
-		nameBytes, err := pr.bytes(maxFileNameLen, "file name")
+	for pr.Record = 0; pr.Record < int(n); pr.Record++ {
+		nameBytes, err := pr.Bytes(maxFileNameLen, "file name", nil)
 		if err != nil {
 			return nil, err
 		}
 		f := checkpointFile{Name: string(nameBytes)}
 		if !validFileName(f.Name) {
-			return nil, pr.corrupt(fmt.Sprintf("file name %q is not a plain file name", f.Name))
+			return nil, pr.Corrupt(fmt.Sprintf("file name %q is not a plain file name", f.Name))
 		}
 		if len(m.Files) > 0 && m.Files[len(m.Files)-1].Name >= f.Name {
-			return nil, pr.corrupt(fmt.Sprintf("file %q is not in ascending order", f.Name))
+			return nil, pr.Corrupt(fmt.Sprintf("file %q is not in ascending order", f.Name))
 		}
-		typ, err := pr.byte("file type")
+		typ, err := pr.Byte("file type")
 		if err != nil {
 			return nil, err
 		}
 		if typ != fileShared && typ != fileInline {
-			return nil, pr.corrupt(fmt.Sprintf("unknown file type %d", typ))
+			return nil, pr.Corrupt(fmt.Sprintf("unknown file type %d", typ))
 		}
 		f.Shared = typ == fileShared
 		if _, ok := sharedExt(f.Name); ok != f.Shared {
-			return nil, pr.corrupt(fmt.Sprintf("file %q is stored as the wrong type", f.Name))
+			return nil, pr.Corrupt(fmt.Sprintf("file %q is stored as the wrong type", f.Name))
 		}
 		limit := uint64(maxInlineFileLen)
 		if f.Shared {
 			limit = 1 << 50
 		}
-		size, err := pr.uvarint(limit, "file size")
+		size, err := pr.Uvarint(limit, "file size")
 		if err != nil {
 			return nil, err
 		}
 		f.Size = int64(size)
-		crc, err := pr.fixed(4, "file checksum")
+		crc, err := pr.Fixed(4, "file checksum", nil)
 		if err != nil {
 			return nil, err
 		}
 		f.CRC = binary.LittleEndian.Uint32(crc)
 		if f.Shared {
-			h, err := pr.fixed(32, "file hash")
+			h, err := pr.Fixed(32, "file hash", nil)
 			if err != nil {
 				return nil, err
 			}
 			copy(f.Hash[:], h)
 		} else {
-			data, err := pr.fixed(int(size), "file contents")
+			data, err := pr.Fixed(int(size), "file contents", nil)
 			if err != nil {
 				return nil, err
 			}
 			f.Data = bytes.Clone(data)
 			if crc32.Checksum(f.Data, castagnoli) != f.CRC {
-				return nil, pr.corrupt(fmt.Sprintf("inline file %q does not match its checksum", f.Name))
+				return nil, pr.Corrupt(fmt.Sprintf("inline file %q does not match its checksum", f.Name))
 			}
 		}
 		m.Files = append(m.Files, f)
 	}
-	if end, err := pr.atEnd(); err != nil {
-		return nil, pr.wrap(err, "manifest")
+	if end, err := pr.AtEnd(); err != nil {
+		return nil, pr.Wrap(err, "manifest")
 	} else if !end {
-		return nil, pr.corrupt("bytes after the last file")
+		return nil, pr.Corrupt("bytes after the last file")
 	}
 	return m, nil
 }
