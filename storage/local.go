@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -84,7 +86,7 @@ func (l *Local) Put(ctx context.Context, name string, r io.Reader, opts PutOptio
 	if err := l.check(ctx); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Join(l.root, tmpDir), "put-*")
+	tmp, err := createTemp(filepath.Join(l.root, tmpDir), "put-")
 	if err != nil {
 		return fmt.Errorf("storage: put %s: create temporary file: %w", name, err)
 	}
@@ -256,8 +258,24 @@ func mkdirAllSync(dir string) error {
 			return err
 		}
 	}
-	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := os.Mkdir(dir, 0o777); err != nil && !errors.Is(err, fs.ErrExist) { // less the umask, as mkdir(1)
 		return err
 	}
 	return syncDir(parent)
+}
+
+// createTemp creates a new file in dir for writing, as os.CreateTemp does,
+// but with mode 0666 less the process's umask instead of 0600: objects are
+// renamed into place as they are, and published output (sink parts,
+// manifests, pipeline outputs) must be as readable as any file the user's
+// programs write (0644 under umask 022).
+func createTemp(dir, prefix string) (*os.File, error) {
+	for try := 0; ; try++ {
+		name := filepath.Join(dir, prefix+strconv.FormatUint(rand.Uint64(), 36))
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		if errors.Is(err, fs.ErrExist) && try < 100 {
+			continue
+		}
+		return f, err
+	}
 }
