@@ -182,7 +182,10 @@ func readPart[T any](ctx context.Context, st storage.Storage, name, encoding str
 	data, err := storage.GetBytes(ctx, st, name)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
-			return fmt.Errorf("dataset: checkpoint part %s is missing (was the checkpoint deleted, by Session.Close or a PeriodicCheckpointer?): %w", name, err)
+			// The manifest promises the part: its absence is damage, named
+			// as such, so that callers can say how to repair it.
+			return &storage.CorruptError{Object: name, Offset: -1,
+				Reason: "missing: the manifest lists this part, and the storage has no such object (it was deleted or moved from the checkpoint location)"}
 		}
 		return err
 	}

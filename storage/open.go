@@ -68,9 +68,19 @@ func Open(ctx context.Context, location string) (Storage, error) {
 	open, ok := registry[scheme]
 	registryMu.RUnlock()
 	if !ok {
-		return nil, fmt.Errorf("storage: no backend for scheme %q in %q (known: %s)", scheme, location, strings.Join(Schemes(), ", "))
+		if pkg, ok := backendPackages[scheme]; ok {
+			return nil, fmt.Errorf("storage: no backend for scheme %q in %q: import its package in your program, as in import _ %q (registered now: %s)", scheme, location, pkg, strings.Join(Schemes(), ", "))
+		}
+		return nil, fmt.Errorf("storage: no backend for scheme %q in %q (registered: %s)", scheme, location, strings.Join(Schemes(), ", "))
 	}
 	return open(ctx, u)
+}
+
+// backendPackages names the package of each backend cairn ships that is
+// not linked in by default, so that a URL of a scheme whose package was not
+// imported gets an error that says which import is missing.
+var backendPackages = map[string]string{
+	"s3": "github.com/cairn-data/cairn/storage/s3",
 }
 
 // Schemes lists the registered URL schemes, sorted.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cairn-data/cairn/storage"
@@ -107,5 +108,14 @@ func TestOpenExistingRefusesAMissingDirectory(t *testing.T) {
 	}
 	if _, err := storage.OpenExisting(ctx, t.TempDir()); err != nil {
 		t.Fatalf("OpenExisting of an existing directory: %v", err)
+	}
+}
+
+// TestOpenUnlinkedBackendNamesItsPackage checks that an s3:// location in
+// a program that did not import storage/s3 says which import is missing.
+func TestOpenUnlinkedBackendNamesItsPackage(t *testing.T) {
+	_, err := storage.Open(context.Background(), "s3://bucket/prefix?endpoint=localhost:9000")
+	if err == nil || !strings.Contains(err.Error(), `"github.com/cairn-data/cairn/storage/s3"`) {
+		t.Fatalf("Open(s3://...) without storage/s3 = %v; want an error naming the package to import", err)
 	}
 }
