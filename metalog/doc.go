@@ -27,8 +27,11 @@
 // Every object is framed by internal/frame (magic, kind, format version,
 // CRC32C):
 //
-//	log entry  <prefix>/<id>   kind 'l' (frame.KindLogEntry), version 1,
-//	                           payload = the caller's bytes
+//	log entry  <prefix>/<id>   kind 'l' (frame.KindLogEntry), version 2,
+//	                           identity = its own name, e.g. "offsets/25"
+//	                           (relative to the storage the Log is opened
+//	                           on); payload = the caller's bytes. Version 1
+//	                           (no identity) is still read.
 //	lease      _lease/<gen>    kind 'L' (frame.KindLease), version 1,
 //	                           payload = JSON {"token", "owner", "host",
 //	                           "boot_id", "pid_ns", "pid", "start",
@@ -46,15 +49,19 @@
 //     the entry exists, another writer is using the location: Add returns
 //     an error matching ErrConcurrentWriter naming the object, and the Log
 //     is unchanged. Latest moves only after a successful Add.
-//  3. Purge order. Purge deletes entries oldest first, so a crash or an
+//  3. Entries are what their names say. Get refuses an entry that records
+//     the name of another (copied over this one, say 24 over 25, or from
+//     another log) with a *storage.CorruptError naming it. An entry written
+//     before identities (format 1) records none and is read as before.
+//  4. Purge order. Purge deletes entries oldest first, so a crash or an
 //     error part-way leaves a contiguous log. It never deletes the latest
 //     entry, the one a restart resumes from.
-//  4. One writer. A checkpoint location has one live writer. The lease
+//  5. One writer. A checkpoint location has one live writer. The lease
 //     refuses a second one up front (AcquireLease returns a
 //     *LeaseHeldError naming the holder's host and pid); create-if-absent
 //     on the logs is the fence that stays correct even when the lease
-//     misjudges (see 6).
-//  5. Lease takeover. The newest generation _lease/<gen> is the lease. A
+//     misjudges (see 7).
+//  6. Lease takeover. The newest generation _lease/<gen> is the lease. A
 //     process may take it over only when it is released, expired, or held
 //     by a process of this machine (same host name, boot and pid
 //     namespace, on Linux) whose pid has exited or been reused; it does so
@@ -64,7 +71,7 @@
 //     TTL/5 before expiry, it closes Lost and must stop writing. The
 //     newest generation is never deleted, so a superseded holder can always
 //     tell it lost.
-//  6. Limits of the lease. Expiry compares the holder's clock (which wrote
+//  7. Limits of the lease. Expiry compares the holder's clock (which wrote
 //     the expiry) with the contender's: clock skew between hosts must stay
 //     well below TTL/5, or a live holder can be taken over. A holder paused
 //     longer than its TTL (a stopped VM, a long GC pause) may write for up

@@ -16,8 +16,10 @@ import (
 )
 
 // entryVersion is the format version of log entry objects. Readers accept
-// versions 1 to entryVersion.
-const entryVersion = 1
+// versions 1 to entryVersion. Version 1: the payload alone. Version 2: the
+// same payload, and the frame records the entry's identity, its object
+// name ("offsets/25"), so that an entry copied over another is refused.
+const entryVersion = 2
 
 // Sentinel errors, matched with errors.Is.
 var (
@@ -154,12 +156,12 @@ func (l *Log) Add(ctx context.Context, id int64, entry []byte) error {
 		return fmt.Errorf("%w: add entry %d to %s: expected ID %d, the one after the latest entry %d", ErrOutOfOrder, id, l.prefix, latest+1, latest)
 	}
 	name := l.Object(id)
-	err := frame.PutBytes(ctx, l.s, name, frame.KindLogEntry, entryVersion, entry, storage.PutOptions{IfAbsent: true})
+	err := frame.PutBytes(ctx, l.s, name, frame.KindLogEntry, entryVersion, entry, storage.PutOptions{IfAbsent: true}, frame.Identity(name))
 	switch {
 	case err == nil:
 	case errors.Is(err, storage.ErrExists) && l.pending != nil && l.pending.id == id:
 		// Did an earlier attempt of ours land after all?
-		got, _, gerr := frame.GetBytes(ctx, l.s, name, frame.KindLogEntry, entryVersion)
+		got, _, gerr := frame.GetBytes(ctx, l.s, name, frame.KindLogEntry, entryVersion, frame.Identity(name))
 		if gerr != nil {
 			return fmt.Errorf("metalog: add %s in %s: it exists after an earlier failed attempt; reading it back: %w", name, l.s.Location(), gerr)
 		}
@@ -193,7 +195,8 @@ func (l *Log) concurrentWriter(name string, err error) error {
 }
 
 // Get returns the payload of entry id. A missing entry gives an error
-// matching storage.ErrNotFound; a damaged one an error wrapping the
+// matching storage.ErrNotFound; a damaged one, or one that records the
+// identity of another entry (copied over this one), an error wrapping the
 // *storage.CorruptError that names the object. The caller owns the
 // returned slice.
 func (l *Log) Get(ctx context.Context, id int64) ([]byte, error) {
@@ -201,7 +204,7 @@ func (l *Log) Get(ctx context.Context, id int64) ([]byte, error) {
 		return nil, fmt.Errorf("metalog: get entry %d of %s: %w: IDs are >= 0", id, l.prefix, storage.ErrNotFound)
 	}
 	name := l.Object(id)
-	data, _, err := frame.GetBytes(ctx, l.s, name, frame.KindLogEntry, entryVersion)
+	data, _, err := frame.GetBytes(ctx, l.s, name, frame.KindLogEntry, entryVersion, frame.Identity(name))
 	if err != nil {
 		return nil, fmt.Errorf("metalog: get %s: %w", name, err)
 	}

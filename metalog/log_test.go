@@ -106,12 +106,13 @@ func TestRoundTripAndReopen(t *testing.T) {
 	mustAdd(t, again, 13)
 	checkRange(t, mustOpen(t, s, "offsets"), 4, 13)
 
-	// Entries are framed log entries, named by plain decimal IDs.
+	// Entries are framed log entries, named by plain decimal IDs, that
+	// record their name.
 	raw, err := storage.GetBytes(ctx, s, "offsets/13")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, _, err := frame.Decode(raw, "offsets/13", frame.KindLogEntry, 1); err != nil || !bytes.Equal(p, entryFor(13)) {
+	if p, _, err := frame.Decode(raw, "offsets/13", frame.KindLogEntry, entryVersion, "offsets/13"); err != nil || !bytes.Equal(p, entryFor(13)) {
 		t.Fatalf("offsets/13 is not a framed log entry holding the payload: %q, %v", p, err)
 	}
 }

@@ -12,7 +12,7 @@
 //
 // Layout in the checkpoint location (as Spark's):
 //
-//	state/<operator>/<partition>/_meta           provider and schema, written at first use
+//	state/<operator>/<partition>/_meta           provider, schema and a random store UID, written at first use
 //	state/<operator>/<partition>/<v>.delta       provider files (memstate, pebblestate: see their docs)
 //	state/<operator>/<partition>/<name>/...      a named store of the same operator
 //
@@ -32,6 +32,14 @@
 //  4. The provider name and the key and value schemas are pinned at first
 //     use: Open refuses a change with a *ConfigError naming old and new
 //     values. (Spark silently keeps the old provider; cairn says so.)
+//  5. Every object a provider writes records what it is, its name and the
+//     store's UID (Meta.ObjectIdentity), inside its checked bytes, and a
+//     load refuses one that is not what its name says (copied from another
+//     version, partition or checkpoint location) with a
+//     *storage.CorruptError naming it. (Spark's checkpoint format v2 names
+//     state files with unique IDs for the same reason.) Stores created
+//     before UIDs, and objects written before identities, are read as
+//     before, with what checks they allow.
 //
 // Usage: open a provider, then per batch get the store at the previous
 // version, write, commit.

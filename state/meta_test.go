@@ -40,6 +40,7 @@ func TestOpenRefusesForeignMeta(t *testing.T) {
 func FuzzReadMeta(f *testing.F) {
 	f.Add(frame.Encode(frame.KindStoreMeta, 1, []byte(`{"provider":"memstate","schema":{"key":"string","value":"bytes"}}`)))
 	f.Add(frame.Encode(frame.KindStoreMeta, 1, []byte(`{"created":"bad time"}`)))
+	f.Add(frame.Encode(frame.KindStoreMeta, 2, []byte(`{"provider":"memstate","uid":"00ff"}`), "state/0/0/_meta"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ctx := context.Background()
 		s := storage.NewMem()
@@ -49,4 +50,37 @@ func FuzzReadMeta(f *testing.F) {
 			t.Fatalf("error is neither corruption nor version: %v", err)
 		}
 	})
+}
+
+// A _meta copied from another store is whole, but it would give this store
+// the other's UID (and so accept the other's objects): Open refuses it,
+// naming it. Each store gets its own UID.
+func TestOpenRefusesCopiedMeta(t *testing.T) {
+	ctx := context.Background()
+	s := storage.NewMem()
+	open := func(id state.StoreID) error {
+		p, err := state.Open(ctx, memstate.Name, s, id, state.Schema{}, state.Options{MaintenanceInterval: -1})
+		if err == nil {
+			p.Close()
+		}
+		return err
+	}
+	a, b := state.StoreID{Partition: 0}, state.StoreID{Partition: 1}
+	for _, id := range []state.StoreID{a, b} {
+		if err := open(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ma, _ := state.ReadMeta(ctx, s, a)
+	mb, _ := state.ReadMeta(ctx, s, b)
+	if ma.UID == "" || ma.UID == mb.UID {
+		t.Fatalf("store UIDs %q and %q: want two different, non-empty ones", ma.UID, mb.UID)
+	}
+	data, _ := storage.GetBytes(ctx, s, "state/0/1/_meta")
+	storage.PutBytes(ctx, s, "state/0/0/_meta", data, storage.PutOptions{})
+	err := open(a)
+	var ce *storage.CorruptError
+	if !errors.As(err, &ce) || ce.Object != "state/0/0/_meta" {
+		t.Fatalf("err = %v, want a CorruptError naming state/0/0/_meta", err)
+	}
 }

@@ -2,9 +2,12 @@ package state
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"sort"
 	"sync"
 	"time"
@@ -42,7 +45,9 @@ func Providers() []string {
 }
 
 // metaVersion is the format version of the store metadata object.
-const metaVersion = 1
+// Version 1: JSON {provider, schema, created}. Version 2 adds the store's
+// "uid" and records the object's name as its frame identity.
+const metaVersion = 2
 
 // MetaObject is the name of the object, in a store's dir, that records the
 // provider and schema the store was created with.
@@ -53,13 +58,61 @@ type Meta struct {
 	Provider string    `json:"provider"`
 	Schema   Schema    `json:"schema"`
 	Created  time.Time `json:"created"`
+	// UID is a random ID given to the store at creation, which its
+	// providers record in every object they write (ObjectIdentity), so
+	// that an object of another store (another partition, operator or
+	// checkpoint location) copied into this one is refused. Stores
+	// created before UIDs existed have none.
+	UID string `json:"uid,omitempty"`
+}
+
+// ObjectIdentity returns the identity a provider records in, and expects
+// of, the object name of this store (see internal/frame): the name, then
+// " store=<UID>" when the store has a UID. The name is relative to the
+// checkpoint location, e.g. "state/0/1/25.delta".
+func (m Meta) ObjectIdentity(name string) string {
+	if m.UID == "" {
+		return name
+	}
+	return name + " store=" + m.UID
+}
+
+// newUID returns a random store UID: 16 bytes, in hex.
+func newUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // ReadMeta reads the metadata of the store id, or returns an error
 // matching storage.ErrNotFound if the store was never created.
 func ReadMeta(ctx context.Context, s storage.Storage, id StoreID) (Meta, error) {
-	name := id.Dir() + "/" + MetaObject
-	payload, _, err := frame.GetBytes(ctx, s, name, frame.KindStoreMeta, metaVersion)
+	return readMetaIn(ctx, s, id.Dir())
+}
+
+// CheckObjectIdentity checks the identity an object of a store records
+// (recorded, "" for an object written before identities) against the one
+// its name and its store call for (Meta.ObjectIdentity), for tools that
+// read one object outside a provider, such as a verifier. object must lie
+// directly in the store's directory, next to its _meta. When that _meta
+// cannot be read, the store's UID is unknown and only the name is checked.
+// A mismatch is a *storage.CorruptError naming the object.
+func CheckObjectIdentity(ctx context.Context, s storage.Storage, object, recorded string) error {
+	if recorded == "" {
+		return nil
+	}
+	want := object
+	if meta, err := readMetaIn(ctx, s, path.Dir(object)); err == nil {
+		want = meta.ObjectIdentity(object)
+	} else if frame.Identity(recorded).Name() == object {
+		return nil
+	}
+	return frame.CheckIdentity(object, frame.Identity(recorded), frame.Identity(want))
+}
+
+func readMetaIn(ctx context.Context, s storage.Storage, dir string) (Meta, error) {
+	name := dir + "/" + MetaObject
+	payload, _, err := frame.GetBytes(ctx, s, name, frame.KindStoreMeta, metaVersion, frame.Identity(name))
 	if err != nil {
 		return Meta{}, err
 	}
@@ -86,7 +139,7 @@ func Open(ctx context.Context, provider string, s storage.Storage, id StoreID, s
 	if !ok {
 		return nil, fmt.Errorf("state: no provider named %q (registered: %v); import its package, e.g. _ \"github.com/cairn-data/cairn/state/memstate\"", provider, Providers())
 	}
-	if err := checkMeta(ctx, s, id, Meta{Provider: provider, Schema: schema, Created: time.Now().UTC()}); err != nil {
+	if err := checkMeta(ctx, s, id, Meta{Provider: provider, Schema: schema, Created: time.Now().UTC(), UID: newUID()}); err != nil {
 		return nil, err
 	}
 	p := factory()
@@ -106,7 +159,8 @@ func checkMeta(ctx context.Context, s storage.Storage, id StoreID, want Meta) er
 	got, err := ReadMeta(ctx, s, id)
 	if errors.Is(err, storage.ErrNotFound) {
 		payload, _ := json.Marshal(want)
-		err = frame.PutBytes(ctx, s, id.Dir()+"/"+MetaObject, frame.KindStoreMeta, metaVersion, payload, storage.PutOptions{IfAbsent: true})
+		name := id.Dir() + "/" + MetaObject
+		err = frame.PutBytes(ctx, s, name, frame.KindStoreMeta, metaVersion, payload, storage.PutOptions{IfAbsent: true}, frame.Identity(name))
 		if err == nil {
 			return nil
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"strings"
 
 	"github.com/cairn-data/cairn/storage"
 )
@@ -18,6 +19,12 @@ const (
 	headerSize = 12
 	chunkHead  = 8
 	endSize    = 20
+	// identHead and identTail frame an identity block: its length before
+	// it, its checksum after.
+	identHead = 2
+	identTail = 4
+	// MaxIdentity is the longest identity an object may record.
+	MaxIdentity = 1024
 	// ChunkSize is the largest chunk the Writer emits.
 	ChunkSize = 64 << 10
 	// maxChunk is the largest chunk a Reader accepts, so a corrupt length
@@ -75,6 +82,29 @@ func (k Kind) String() string {
 	return fmt.Sprintf("unknown kind 0x%02x", byte(k))
 }
 
+// Header flags (bytes 6 and 7 of the header, little-endian).
+const (
+	// flagIdentity says that an identity block follows the header.
+	flagIdentity = 1 << 0
+	knownFlags   = flagIdentity
+)
+
+// Identity is what an object says it is, recorded inside its checked bytes
+// so that an object copied or moved to another name is refused rather than
+// loaded. By convention it is the object's own name, relative to the root
+// of the storage it was written to (a checkpoint location), then optional
+// space-separated qualifiers that tie it to its owner, such as
+// "state/0/1/25.delta store=3f9c0d1e...". Readers derive the identity they
+// expect from the name they read and compare (Reader.CheckIdentity).
+type Identity string
+
+// Name returns the object name an identity records: its text up to the
+// first space.
+func (id Identity) Name() string {
+	name, _, _ := strings.Cut(string(id), " ")
+	return name
+}
+
 // Writer frames a payload onto an underlying writer. Not safe for
 // concurrent use.
 type Writer struct {
@@ -88,15 +118,43 @@ type Writer struct {
 
 // NewWriter writes the header and returns a Writer for the payload. The
 // object is complete only after Close returns nil.
-func NewWriter(w io.Writer, kind Kind, version uint8) *Writer {
+//
+// With an identity (at most one; an empty one counts as none), the header
+// is followed by an identity block recording it. A format that starts
+// recording an identity must do so in a new format version, so that older
+// builds refuse its objects as too new (storage.ErrFormatVersion) rather
+// than as damaged. NewWriter panics on more than one identity or on one
+// longer than MaxIdentity: both are programming errors.
+func NewWriter(w io.Writer, kind Kind, version uint8, id ...Identity) *Writer {
 	fw := &Writer{w: w, buf: make([]byte, chunkHead, chunkHead+ChunkSize)}
-	var h [headerSize]byte
-	copy(h[:], Magic)
+	ident := oneIdentity(id)
+	h := make([]byte, headerSize, headerSize+identHead+len(ident)+identTail)
+	copy(h, Magic)
 	h[4] = byte(kind)
 	h[5] = version
+	if ident != "" {
+		binary.LittleEndian.PutUint16(h[6:], flagIdentity)
+	}
 	binary.LittleEndian.PutUint32(h[8:], crc32.Checksum(h[:8], castagnoli))
-	_, fw.err = w.Write(h[:])
+	if ident != "" {
+		h = binary.LittleEndian.AppendUint16(h, uint16(len(ident)))
+		h = append(h, ident...)
+		h = binary.LittleEndian.AppendUint32(h, crc32.Checksum(h, castagnoli))
+	}
+	_, fw.err = w.Write(h)
 	return fw
+}
+
+func oneIdentity(id []Identity) Identity {
+	switch {
+	case len(id) == 0:
+		return ""
+	case len(id) > 1:
+		panic(fmt.Sprintf("frame: %d identities given, at most one is allowed", len(id)))
+	case len(id[0]) > MaxIdentity:
+		panic(fmt.Sprintf("frame: identity of %d bytes, longer than the limit of %d", len(id[0]), MaxIdentity))
+	}
+	return id[0]
 }
 
 // Write implements io.Writer.
@@ -169,6 +227,7 @@ type Reader struct {
 	object  string
 	kind    Kind
 	version uint8
+	ident   Identity
 	off     int64 // offset in the object of the next unread byte of r
 	chunk   []byte
 	pos     int
@@ -208,14 +267,74 @@ func NewReader(r io.Reader, object string, want Kind, maxVersion uint8) (*Reader
 		return nil, fmt.Errorf("%w: %s is a %s in format version %d; this build of cairn reads versions 1 to %d: upgrade cairn to read it",
 			storage.ErrFormatVersion, object, fr.kind, fr.version, maxVersion)
 	}
-	if h[6] != 0 || h[7] != 0 {
-		return nil, fr.corrupt(6, "reserved header bytes are not zero")
+	flags := binary.LittleEndian.Uint16(h[6:])
+	if flags&^knownFlags != 0 {
+		return nil, fr.corrupt(6, fmt.Sprintf("unknown header flags 0x%04x", flags&^knownFlags))
+	}
+	if flags&flagIdentity != 0 {
+		if err := fr.readIdentity(h[:]); err != nil {
+			return nil, err
+		}
 	}
 	return fr, nil
 }
 
+// readIdentity reads and verifies the identity block after header h.
+func (fr *Reader) readIdentity(h []byte) error {
+	start := fr.off
+	var lb [identHead]byte
+	if err := fr.readFull(lb[:], "identity block"); err != nil {
+		return err
+	}
+	n := binary.LittleEndian.Uint16(lb[:])
+	if n == 0 || n > MaxIdentity {
+		return fr.corrupt(start, fmt.Sprintf("identity length %d is outside 1 to %d", n, MaxIdentity))
+	}
+	b := make([]byte, int(n)+identTail)
+	if err := fr.readFull(b, "identity block"); err != nil {
+		return err
+	}
+	c := crc32.Update(crc32.Checksum(h, castagnoli), castagnoli, lb[:])
+	c = crc32.Update(c, castagnoli, b[:n])
+	if c != binary.LittleEndian.Uint32(b[n:]) {
+		return fr.corrupt(start, "identity block checksum mismatch")
+	}
+	fr.ident = Identity(b[:n])
+	return nil
+}
+
 // Kind returns the object kind from the header.
 func (fr *Reader) Kind() Kind { return fr.kind }
+
+// Identity returns the identity the object records, verified, or "" for an
+// object written without one (by a build before identities, or by a format
+// that records none).
+func (fr *Reader) Identity() Identity { return fr.ident }
+
+// CheckIdentity refuses an object that records an identity other than
+// want, with a *storage.CorruptError that names the object, says what it
+// holds and what its name says it should hold, and what to do. An object
+// that records no identity (written before identities) is accepted: there
+// is nothing to check.
+func (fr *Reader) CheckIdentity(want Identity) error {
+	return CheckIdentity(fr.object, fr.ident, want)
+}
+
+// CheckIdentity compares the identity got, read from object, with the one
+// its name and owner call for; see Reader.CheckIdentity.
+func CheckIdentity(object string, got, want Identity) error {
+	if got == "" || got == want {
+		return nil
+	}
+	where := "was copied or moved here from another object"
+	if got.Name() == want.Name() {
+		where = "belongs to another store or checkpoint location with the same layout, and was copied here"
+	}
+	return &storage.CorruptError{Object: object, Offset: -1, Reason: fmt.Sprintf(
+		"it is not what its name says: it holds %q, and its name and location call for %q; it %s. "+
+			"Loading it would give wrong results: put back the object that belongs here (from a backup), "+
+			"or start over with a new checkpoint location", got, want, where)}
+}
 
 // Version returns the format version from the header.
 func (fr *Reader) Version() uint8 { return fr.version }

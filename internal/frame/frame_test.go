@@ -129,17 +129,24 @@ func FuzzDecode(f *testing.F) {
 	f.Add(Encode(KindDelta, 1, []byte("hello")))
 	f.Add(Encode(KindSnapshot, 1, payloadOf(70)))
 	f.Add([]byte(Magic))
+	f.Add(Encode(KindDelta, 1, []byte("hello"), "state/0/0/1.delta store=ab"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		payload, _, err := Decode(data, "fuzz", KindDelta, 1)
+		fr, err := NewReader(bytes.NewReader(data), "fuzz", KindDelta, 1)
+		var payload []byte
+		if err == nil {
+			payload, err = io.ReadAll(fr)
+		}
 		if err != nil {
 			if !errors.Is(err, storage.ErrCorrupt) && !errors.Is(err, storage.ErrFormatVersion) {
 				t.Fatalf("error is neither corruption nor version: %v", err)
 			}
 			return
 		}
-		// Whatever decodes must be exactly a payload that was framed: the
-		// same payload re-framed by the Writer must decode to itself.
-		again, _, err := Decode(Encode(KindDelta, 1, payload), "fuzz", KindDelta, 1)
+		// Whatever decodes must be exactly a payload (and identity) that
+		// was framed: the same re-framed by the Writer must decode to
+		// itself.
+		enc := Encode(KindDelta, 1, payload, fr.Identity())
+		again, _, err := Decode(enc, "fuzz", KindDelta, 1, fr.Identity())
 		if err != nil || !bytes.Equal(again, payload) {
 			t.Fatalf("re-encoded payload does not round-trip: %v", err)
 		}

@@ -13,10 +13,11 @@ import (
 )
 
 // Put writes a framed object: write produces the payload, streamed to the
-// storage chunk by chunk.
-func Put(ctx context.Context, s storage.Storage, name string, kind Kind, version uint8, opts storage.PutOptions, write func(w io.Writer) error) error {
+// storage chunk by chunk. With an identity (at most one), the object
+// records it (see NewWriter).
+func Put(ctx context.Context, s storage.Storage, name string, kind Kind, version uint8, opts storage.PutOptions, write func(w io.Writer) error, id ...Identity) error {
 	return storage.PutStream(ctx, s, name, opts, func(w io.Writer) error {
-		fw := NewWriter(w, kind, version)
+		fw := NewWriter(w, kind, version, id...)
 		if err := write(fw); err != nil {
 			return err
 		}
@@ -24,20 +25,22 @@ func Put(ctx context.Context, s storage.Storage, name string, kind Kind, version
 	})
 }
 
-// PutBytes writes a framed object with a payload held in memory.
-func PutBytes(ctx context.Context, s storage.Storage, name string, kind Kind, version uint8, payload []byte, opts storage.PutOptions) error {
+// PutBytes writes a framed object with a payload held in memory. With an
+// identity (at most one), the object records it (see NewWriter).
+func PutBytes(ctx context.Context, s storage.Storage, name string, kind Kind, version uint8, payload []byte, opts storage.PutOptions, id ...Identity) error {
 	var buf bytes.Buffer
-	buf.Grow(len(payload) + headerSize + endSize + chunkHead*(len(payload)/ChunkSize+1))
-	fw := NewWriter(&buf, kind, version)
+	buf.Grow(len(payload) + headerSize + endSize + chunkHead*(len(payload)/ChunkSize+1) + identHead + MaxIdentity + identTail)
+	fw := NewWriter(&buf, kind, version, id...)
 	fw.Write(payload)
 	fw.Close()
 	return storage.PutBytes(ctx, s, name, buf.Bytes(), opts)
 }
 
-// Encode returns the framed bytes of a payload.
-func Encode(kind Kind, version uint8, payload []byte) []byte {
+// Encode returns the framed bytes of a payload, recording the identity if
+// one is given (at most one).
+func Encode(kind Kind, version uint8, payload []byte, id ...Identity) []byte {
 	var buf bytes.Buffer
-	fw := NewWriter(&buf, kind, version)
+	fw := NewWriter(&buf, kind, version, id...)
 	fw.Write(payload)
 	fw.Close()
 	return buf.Bytes()
@@ -53,12 +56,17 @@ type ObjectReader struct {
 func (o *ObjectReader) Close() error { return o.rc.Close() }
 
 // Get opens a framed object for streaming reads. The caller must Close it.
-func Get(ctx context.Context, s storage.Storage, name string, kind Kind, maxVersion uint8) (*ObjectReader, error) {
+// With an identity want (at most one), an object that records another
+// identity is refused (see Reader.CheckIdentity).
+func Get(ctx context.Context, s storage.Storage, name string, kind Kind, maxVersion uint8, want ...Identity) (*ObjectReader, error) {
 	rc, err := s.Get(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	fr, err := NewReader(rc, name, kind, maxVersion)
+	if err == nil && len(want) > 0 {
+		err = fr.CheckIdentity(oneIdentity(want))
+	}
 	if err != nil {
 		rc.Close()
 		return nil, err
@@ -67,9 +75,10 @@ func Get(ctx context.Context, s storage.Storage, name string, kind Kind, maxVers
 }
 
 // GetBytes reads a whole framed object and returns its verified payload and
-// format version. For small objects.
-func GetBytes(ctx context.Context, s storage.Storage, name string, kind Kind, maxVersion uint8) ([]byte, uint8, error) {
-	or, err := Get(ctx, s, name, kind, maxVersion)
+// format version. For small objects. With an identity want (at most one),
+// an object that records another identity is refused.
+func GetBytes(ctx context.Context, s storage.Storage, name string, kind Kind, maxVersion uint8, want ...Identity) ([]byte, uint8, error) {
+	or, err := Get(ctx, s, name, kind, maxVersion, want...)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -82,8 +91,13 @@ func GetBytes(ctx context.Context, s storage.Storage, name string, kind Kind, ma
 }
 
 // Decode verifies framed bytes held in memory and returns the payload.
-func Decode(data []byte, object string, kind Kind, maxVersion uint8) ([]byte, uint8, error) {
+// With an identity want (at most one), an object that records another
+// identity is refused.
+func Decode(data []byte, object string, kind Kind, maxVersion uint8, want ...Identity) ([]byte, uint8, error) {
 	fr, err := NewReader(bytes.NewReader(data), object, kind, maxVersion)
+	if err == nil && len(want) > 0 {
+		err = fr.CheckIdentity(oneIdentity(want))
+	}
 	if err != nil {
 		return nil, 0, err
 	}

@@ -11,7 +11,10 @@
 // through a clone; older versions are rebuilt from files.
 //
 // Files, in the store's directory of the checkpoint location, each framed
-// (internal/frame: magic, kind, format version, checksummed chunks):
+// (internal/frame: magic, kind, format version, identity, checksummed
+// chunks). Format 2 (format 1, still read, had no identity) records the
+// object's identity, "<name> store=<UID>" (state.Meta.ObjectIdentity), e.g.
+// "state/0/1/25.delta store=3f9c...":
 //
 //	<v>.delta     the changes of version v, each key once, in the order the
 //	              batch first wrote it (deterministic for a deterministic batch):
@@ -44,4 +47,10 @@
 //     RetainVersions versions does not need.
 //  5. Keys and values are opaque bytes; slices a store returns must not be
 //     modified.
+//  6. Every file is what its name says. A load refuses a delta or snapshot
+//     whose identity is not its own name and store (24.delta copied over
+//     25.delta, an older snapshot over a newer one, another partition's or
+//     another location's file) with a *storage.CorruptError naming it, and
+//     so does VerifyObject. A replayed commit compares payloads, so a delta
+//     written in format 1 accepts the replay of its batch.
 package memstate

@@ -20,6 +20,7 @@ var harness = statetest.Harness{
 	DeltaName:    memstate.DeltaName,
 	SnapshotName: memstate.SnapshotName,
 	Backends:     map[string]func(t *testing.T) func(k int) storage.Storage{"s3": s3Backend},
+	Verify:       memstate.VerifyObject,
 }
 
 func TestMain(m *testing.M) { statetest.Main(m, harness) }

@@ -31,6 +31,7 @@ type Provider struct {
 	s      storage.Storage
 	dir    string
 	id     state.StoreID
+	meta   state.Meta // the store's _meta: its UID goes into every object's identity
 	opts   state.Options
 	kick   chan struct{}
 	closed atomic.Bool
@@ -118,9 +119,15 @@ func ParseFileName(base string) (version int64, kind string, ok bool) {
 	return v, ext, true
 }
 
-// Init implements state.Provider: it lists the store's files.
+// Init implements state.Provider: it reads the store's metadata and lists
+// the store's files.
 func (p *Provider) Init(ctx context.Context, s storage.Storage, dir string, id state.StoreID, schema state.Schema, opts state.Options) error {
 	p.s, p.dir, p.id, p.opts = s, dir, id, opts.WithDefaults()
+	meta, err := state.ReadMeta(ctx, s, id)
+	if err != nil {
+		return fmt.Errorf("memstate: read the metadata of %s (open stores with state.Open): %w", dir, err)
+	}
+	p.meta = meta
 	if err := p.refreshFiles(ctx); err != nil {
 		return err
 	}
@@ -303,7 +310,7 @@ func (p *Provider) loadLocked(ctx context.Context, v int64, withMap bool) (*tabl
 
 func (p *Provider) readSnapshot(ctx context.Context, v int64, t *table) error {
 	name := SnapshotName(p.dir, v)
-	r, err := frame.Get(ctx, p.s, name, frame.KindSnapshot, snapshotVersion)
+	r, err := frame.Get(ctx, p.s, name, frame.KindSnapshot, snapshotVersion, p.identity(name))
 	if err != nil {
 		return fmt.Errorf("state: load %s: %w", name, err)
 	}
@@ -320,7 +327,7 @@ func (p *Provider) readSnapshot(ctx context.Context, v int64, t *table) error {
 
 func (p *Provider) readDelta(ctx context.Context, v int64, t *table) error {
 	name := DeltaName(p.dir, v)
-	r, err := frame.Get(ctx, p.s, name, frame.KindDelta, deltaVersion)
+	r, err := frame.Get(ctx, p.s, name, frame.KindDelta, deltaVersion, p.identity(name))
 	if err != nil {
 		return fmt.Errorf("state: load %s: %w", name, err)
 	}
@@ -340,6 +347,12 @@ func (p *Provider) readDelta(ctx context.Context, v int64, t *table) error {
 		t.bytes += t.applyToIndex(batch)
 	}
 	return nil
+}
+
+// identity returns the identity of the store's object name (see
+// state.Meta.ObjectIdentity).
+func (p *Provider) identity(name string) frame.Identity {
+	return frame.Identity(p.meta.ObjectIdentity(name))
 }
 
 // Maintain implements state.Provider: it snapshots the latest loaded
@@ -389,7 +402,7 @@ func (p *Provider) snapshotIfDue(ctx context.Context) error {
 		err := bw.Flush()
 		written = cw.N
 		return err
-	})
+	}, p.identity(name))
 	if err != nil {
 		return fmt.Errorf("state: write snapshot %s: %w", name, err)
 	}

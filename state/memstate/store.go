@@ -276,7 +276,7 @@ func (s *store) Commit(ctx context.Context) (int64, error) {
 		n, err := s.encodeDelta(w)
 		s.written = n
 		return err
-	})
+	}, p.identity(name))
 	if errors.Is(err, storage.ErrExists) {
 		err = s.checkSameDelta(ctx, name)
 	}
@@ -313,14 +313,13 @@ func (s *store) Commit(ctx context.Context) (int64, error) {
 }
 
 // checkSameDelta handles a delta that already exists: a replay of a lost
-// batch writes the same bytes and is accepted; anything else is a second
-// writer.
+// batch writes the same changes and is accepted; anything else is a second
+// writer. The payloads are compared, not the objects, so that a delta an
+// older build wrote (format 1, without identity) accepts its replay.
 func (s *store) checkSameDelta(ctx context.Context, name string) error {
 	var want bytes.Buffer
-	fw := frame.NewWriter(&want, frame.KindDelta, deltaVersion)
-	s.encodeDelta(fw)
-	fw.Close()
-	got, err := storage.GetBytes(ctx, s.p.s, name)
+	s.encodeDelta(&want)
+	got, _, err := frame.GetBytes(ctx, s.p.s, name, frame.KindDelta, deltaVersion, s.p.identity(name))
 	if err != nil {
 		return fmt.Errorf("%s exists but cannot be read back: %w", name, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/cairn-data/cairn/internal/frame"
+	"github.com/cairn-data/cairn/state"
 	"github.com/cairn-data/cairn/storage"
 )
 
@@ -13,7 +14,9 @@ import (
 // component is "<version>.delta" or "<version>.snapshot") in full, as a
 // load of the store would: the frame is checked to its end block and every
 // record is decoded, with the same checks (record syntax, length limits,
-// strictly ascending keys). It keeps nothing in memory but one record.
+// strictly ascending keys), and an object that records the identity of
+// another (another version, partition or store: it was copied here) is
+// refused. It keeps nothing in memory but one record.
 //
 // It returns nil for a sound object. Damage is returned as the
 // *storage.CorruptError that found it, unwrapped, so its Object and Offset
@@ -33,6 +36,9 @@ func VerifyObject(ctx context.Context, s storage.Storage, name string) error {
 			return err
 		}
 		defer r.Close()
+		if err := state.CheckObjectIdentity(ctx, s, name, string(r.Identity())); err != nil {
+			return err
+		}
 		return decodeDelta(r, name, func(key, value []byte, del bool) error { return nil })
 	}
 	r, err := frame.Get(ctx, s, name, frame.KindSnapshot, snapshotVersion)
@@ -40,5 +46,8 @@ func VerifyObject(ctx context.Context, s storage.Storage, name string) error {
 		return err
 	}
 	defer r.Close()
+	if err := state.CheckObjectIdentity(ctx, s, name, string(r.Identity())); err != nil {
+		return err
+	}
 	return decodeSnapshot(r, name, func(key, value []byte) error { return nil })
 }

@@ -13,10 +13,12 @@ import (
 	"github.com/cairn-data/cairn/internal/recio"
 )
 
-// Format versions of the payloads, in the frame header.
+// Format versions of the objects, in the frame header. Version 1: the
+// payload alone. Version 2: the same payload, and the frame records the
+// object's identity (its name and the store's UID, state.Meta.ObjectIdentity).
 const (
-	changelogVersion  = 1
-	checkpointVersion = 1
+	changelogVersion  = 2
+	checkpointVersion = 2
 )
 
 // Record operations in a changelog.

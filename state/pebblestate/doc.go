@@ -21,7 +21,12 @@
 // lastSnapshotReusedFiles, changelogBytes, getNanos and putNanos (sampled
 // averages) and loadMillis.
 //
-// Objects, in the store's directory of the checkpoint location:
+// Objects, in the store's directory of the checkpoint location. The
+// changelogs and manifests are framed in format 2, which records each
+// object's identity, "<name> store=<UID>" (state.Meta.ObjectIdentity); a
+// load and VerifyObject refuse one whose identity is not its own name and
+// store (copied from another version, partition or location), naming it.
+// Format 1, without identity, is still read.
 //
 //	<v>.changelog      framed (internal/frame, kind 'c'): the operations of
 //	                   version v's batch, in the order they were made (a

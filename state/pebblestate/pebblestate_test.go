@@ -28,6 +28,7 @@ var harness = statetest.Harness{
 	DeltaName:    pebblestate.ChangelogName,
 	SnapshotName: pebblestate.CheckpointName,
 	Backends:     map[string]func(t *testing.T) func(k int) storage.Storage{"s3": s3Backend},
+	Verify:       pebblestate.VerifyObject,
 	Options: func(t testing.TB, s storage.Storage, fresh bool) any {
 		if fresh {
 			return testOptions(t.TempDir())

@@ -82,6 +82,7 @@ type Provider struct {
 	id       state.StoreID
 	opts     state.Options
 	popts    Options
+	meta     state.Meta // the store's _meta: its UID goes into every object's identity
 	identity [32]byte
 	kick     chan struct{}
 	closed   atomic.Bool
@@ -152,6 +153,7 @@ func (p *Provider) Init(ctx context.Context, s storage.Storage, dir string, id s
 	if err != nil {
 		return fmt.Errorf("pebblestate: read the metadata of %s (open stores with state.Open): %w", dir, err)
 	}
+	p.meta = meta
 	// A local database belongs to this store if it carries this identity:
 	// the location, the store, and the creation time of its metadata (a
 	// location deleted and created again is another store).
@@ -514,7 +516,7 @@ func (p *Provider) buildLocked(ctx context.Context, v int64, dir string, removeD
 func (p *Provider) replay(ctx context.Context, h *dbHandle, from, to int64) error {
 	for d := from; d <= to; d++ {
 		name := ChangelogName(p.dir, d)
-		r, err := frame.Get(ctx, p.s, name, frame.KindChangelog, changelogVersion)
+		r, err := frame.Get(ctx, p.s, name, frame.KindChangelog, changelogVersion, p.objectIdentity(name))
 		if err != nil {
 			return fmt.Errorf("state: load %s: %w", name, err)
 		}
@@ -562,6 +564,12 @@ func (p *Provider) replay(ctx context.Context, h *dbHandle, from, to int64) erro
 		p.counters.replayed.Add(1)
 	}
 	return nil
+}
+
+// objectIdentity returns the identity of the store's object name (see
+// state.Meta.ObjectIdentity).
+func (p *Provider) objectIdentity(name string) frame.Identity {
+	return frame.Identity(p.meta.ObjectIdentity(name))
 }
 
 // exists reports whether key is present in r.

@@ -112,7 +112,7 @@ func (p *Provider) snapshotIfDue(ctx context.Context) error {
 	}
 	name := CheckpointName(p.dir, v)
 	payload := encodeManifest(m)
-	err = frame.PutBytes(ctx, p.s, name, frame.KindPebbleSnapshot, checkpointVersion, payload, storage.PutOptions{IfAbsent: true})
+	err = frame.PutBytes(ctx, p.s, name, frame.KindPebbleSnapshot, checkpointVersion, payload, storage.PutOptions{IfAbsent: true}, p.objectIdentity(name))
 	if err != nil && !errors.Is(err, storage.ErrExists) { // an existing snapshot of v serves as well
 		return fmt.Errorf("state: write snapshot %s: %w", name, err)
 	}
@@ -170,7 +170,7 @@ func uploadFile(ctx context.Context, s storage.Storage, name, path string) error
 // readManifest reads and decodes the snapshot manifest of version v.
 func (p *Provider) readManifest(ctx context.Context, v int64) (*checkpointManifest, error) {
 	name := CheckpointName(p.dir, v)
-	payload, _, err := frame.GetBytes(ctx, p.s, name, frame.KindPebbleSnapshot, checkpointVersion)
+	payload, _, err := frame.GetBytes(ctx, p.s, name, frame.KindPebbleSnapshot, checkpointVersion, p.objectIdentity(name))
 	if err != nil {
 		return nil, err
 	}

@@ -322,7 +322,7 @@ func (s *store) Commit(ctx context.Context) (int64, error) {
 		n, err := s.encodeChangelog(w)
 		s.written = n
 		return err
-	})
+	}, p.objectIdentity(name))
 	if errors.Is(err, storage.ErrExists) {
 		err = s.checkSameChangelog(ctx, name)
 	}
@@ -360,16 +360,16 @@ func (s *store) Commit(ctx context.Context) (int64, error) {
 }
 
 // checkSameChangelog handles a changelog that already exists: a replay of
-// a lost batch writes the same bytes and is accepted; anything else is a
-// second writer.
+// a lost batch writes the same operations and is accepted; anything else is
+// a second writer. The payloads are compared, not the objects, so that a
+// changelog an older build wrote (format 1, without identity) accepts its
+// replay.
 func (s *store) checkSameChangelog(ctx context.Context, name string) error {
 	var want bytes.Buffer
-	fw := frame.NewWriter(&want, frame.KindChangelog, changelogVersion)
-	if _, err := s.encodeChangelog(fw); err != nil {
+	if _, err := s.encodeChangelog(&want); err != nil {
 		return err
 	}
-	fw.Close()
-	got, err := storage.GetBytes(ctx, s.p.s, name)
+	got, _, err := frame.GetBytes(ctx, s.p.s, name, frame.KindChangelog, changelogVersion, s.p.objectIdentity(name))
 	if err != nil {
 		return fmt.Errorf("%s exists but cannot be read back: %w", name, err)
 	}

@@ -3,9 +3,11 @@ package pebblestate
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/cairn-data/cairn/internal/frame"
+	"github.com/cairn-data/cairn/state"
 	"github.com/cairn-data/cairn/storage"
 )
 
@@ -19,14 +21,24 @@ type CheckpointFile struct {
 
 // ReadCheckpoint reads and checks the snapshot manifest object name (a
 // name whose last component is "<version>.checkpoint") and returns the
-// version it describes and its files, in name order. Damage is a
-// *storage.CorruptError naming the object. Safe for concurrent use.
+// version it describes and its files, in name order. Damage, and a
+// manifest that records the identity of another (copied here from another
+// version or store), is a *storage.CorruptError naming the object. Safe
+// for concurrent use.
 func ReadCheckpoint(ctx context.Context, s storage.Storage, name string) (int64, []CheckpointFile, error) {
 	i := strings.LastIndexByte(name, '/')
 	if i < 0 {
 		return 0, nil, fmt.Errorf("pebblestate: %q is not an object name inside a store's directory", name)
 	}
-	payload, _, err := frame.GetBytes(ctx, s, name, frame.KindPebbleSnapshot, checkpointVersion)
+	r, err := frame.Get(ctx, s, name, frame.KindPebbleSnapshot, checkpointVersion)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer r.Close()
+	if err := state.CheckObjectIdentity(ctx, s, name, string(r.Identity())); err != nil {
+		return 0, nil, err
+	}
+	payload, err := io.ReadAll(r)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -50,7 +62,9 @@ func ReadCheckpoint(ctx context.Context, s storage.Storage, name string) (int64,
 }
 
 // VerifyObject reads the changelog or snapshot manifest object name in
-// full, as a load of the store would, checking the frame and every record;
+// full, as a load of the store would, checking the frame, its identity
+// (an object copied here from another version or store is refused) and
+// every record;
 // for a manifest it also checks that each shared file it lists exists with
 // the recorded size (reading it whole is left to a restore, which checks
 // CRC32C and SHA-256). It returns nil for a sound object; damage is the
@@ -68,6 +82,9 @@ func VerifyObject(ctx context.Context, s storage.Storage, name string) error {
 			return err
 		}
 		defer r.Close()
+		if err := state.CheckObjectIdentity(ctx, s, name, string(r.Identity())); err != nil {
+			return err
+		}
 		return decodeChangelog(r, name, func(bool, []byte, []byte) error { return nil })
 	}
 	_, files, err := ReadCheckpoint(ctx, s, name)

@@ -44,6 +44,10 @@ type Harness struct {
 	// backends are crashed at every fifth crash point, with the
 	// interrupted Put landing, since each operation is a request.
 	Backends map[string]func(t *testing.T) func(k int) storage.Storage
+	// Verify, if set, checks one object of a store as a verifier would
+	// (memstate.VerifyObject): the suite expects it to refuse an object
+	// copied over another with a *storage.CorruptError naming it.
+	Verify func(ctx context.Context, s storage.Storage, object string) error
 }
 
 // The store every test uses.
@@ -172,6 +176,7 @@ func Run(t *testing.T, h Harness) {
 		{"FailAtEveryOperation", testFailAtEveryOperation},
 		{"RetryAfterFailedCommit", testRetryAfterFailedCommit},
 		{"CorruptionIsReportedWithTheObjectName", testCorruption},
+		{"MisplacedObjectRefused", testMisplacedObjectRefused},
 		{"RetentionAfter300Commits", testRetention},
 		{"NothingLoadableIsReported", testNothingLoadable},
 		{"ProviderOrSchemaChangeRefused", testConfigChangeRefused},
