@@ -154,7 +154,7 @@ func Verify(ctx context.Context, st storage.Storage) (Check, error) {
 			for i := range next {
 				p := parts[i]
 				if _, ok := have[p.name]; !ok {
-					found[i] = fmt.Errorf("missing: %s records it complete (%d rows, %d bytes); a run that restores this stage fails: %w", p.by, p.info.Records, p.info.Bytes, storage.ErrNotFound)
+					found[i] = fmt.Errorf("missing (%w): %s records it complete (%d rows, %d bytes), so a run that restores this stage fails", storage.ErrNotFound, p.by, p.info.Records, p.info.Bytes)
 					continue
 				}
 				found[i] = dataset.VerifyPart(ctx, st, p.name, p.info)

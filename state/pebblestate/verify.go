@@ -181,7 +181,7 @@ func (p *Provider) VerifyStore(ctx context.Context, s storage.Storage, dir strin
 	for obj, ls := range listed {
 		if !have[obj] {
 			c.Problems = append(c.Problems, state.Problem{Object: obj,
-				Err: fmt.Errorf("missing: %s/%s lists it as %s (%d bytes): %w", dir, ls[0].manifest, ls[0].file.Name, ls[0].file.Size, storage.ErrNotFound)})
+				Err: fmt.Errorf("missing (%w): %s/%s lists it as %s (%d bytes), so that snapshot cannot be restored", storage.ErrNotFound, dir, ls[0].manifest, ls[0].file.Name, ls[0].file.Size)})
 		}
 	}
 

@@ -111,7 +111,7 @@ func TestVerifyStoreFindsDamage(t *testing.T) {
 				}
 				return ssts[0]
 			},
-			says:    ".checkpoint lists it",
+			says:    ".checkpoint lists it as",
 			missing: true,
 		},
 		{
