@@ -98,5 +98,6 @@
 // ("stage" or "stage:partition") stop the process at that point with exit
 // status 3, and DropStage deletes a stage's output as if storage had lost
 // it. ListRuns and GC back the 'cairn pipeline status' and 'cairn pipeline
-// gc' commands.
+// gc' commands; Verify, which checks every stage part against its
+// completion record and stage manifest, backs 'cairn checkpoint verify'.
 package pipeline

@@ -41,6 +41,17 @@
 //     before UIDs, and objects written before identities, are read as
 //     before, with what checks they allow.
 //
+// Checking stored objects: a provider may implement the optional
+// Verifier interface (memstate and pebblestate do). Tools reach a store's
+// objects through it, never by file names of their own: Owns says which
+// names in a store's directory are the provider's, VerifyStore reads and
+// checks every one of them (pebblestate: each SST against the size and
+// CRC32C its snapshot manifests record and the SHA-256 its name gives),
+// and VerifierFor and Owners find the verifier of a store from its
+// MetaObject or, when that is lost, from its files. 'cairn checkpoint
+// verify' is built on it; an object no verifier owns is reported as not
+// checked.
+//
 // Usage: open a provider, then per batch get the store at the previous
 // version, write, commit.
 //

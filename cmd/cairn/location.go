@@ -131,7 +131,7 @@ func peekObject(ctx context.Context, s storage.Storage, name string) (objectHead
 		if n == 0 {
 			what = "it is empty"
 		}
-		return objectHead{}, fmt.Errorf("%w (%s; cairn did not write it: a stray file? move it out of the checkpoint location)", errNotCairn, what)
+		return objectHead{}, fmt.Errorf("not checked: unknown to this build of cairn (%w: %s); no cairn run reads it. If you put it there, it can go; if not, a newer cairn or a state provider this build lacks may have written it: keep it, and verify with that cairn", errNotCairn, what)
 	}
 	kind, version, err := frame.Peek(bytes.NewReader(head), name)
 	if err != nil {

@@ -14,8 +14,8 @@ import (
 
 	"github.com/cairn-data/cairn/internal/frame"
 	"github.com/cairn-data/cairn/metalog"
+	"github.com/cairn-data/cairn/pipeline"
 	"github.com/cairn-data/cairn/state"
-	"github.com/cairn-data/cairn/state/memstate"
 	"github.com/cairn-data/cairn/storage"
 	"github.com/cairn-data/cairn/stream"
 )
@@ -31,13 +31,22 @@ func verifyCommand() *command {
 		doc: `
 Reads every object of the checkpoint location DIR and checks it fully:
 
-  - its frame: magic, known kind, format version, every chunk checksum, the
-    end block, and nothing after it;
-  - for state deltas and snapshots, every record: syntax, lengths, key order;
+  - the objects of a state store, through the store's provider (the one
+    its _meta object names): memstate's deltas and snapshots and pebble's
+    changelogs record by record (syntax, lengths, key order); pebble's
+    snapshot manifests, and every SST read whole against the size and
+    CRC32C the manifests record and the SHA-256 its name gives (an SST
+    a manifest lists and storage lacks is named);
+  - a pipeline's stage outputs: every part against its completion record
+    and the stage's manifest (file, rows, bytes, CRC32C);
+  - every other object: its frame: magic, known kind, format version,
+    every chunk checksum, the end block, and nothing after it;
   - for each state store (a directory with a _meta object), that its latest
-    version loads.
+    version loads; a directory with a provider's files and no _meta object
+    is named, as no run can open it.
 
-When DIR holds a streaming query (a metadata object), it also checks the
+When DIR holds a streaming query (a metadata object, or offsets and
+commits logs: a missing metadata object is named), it also checks the
 query's bookkeeping, as a restart reads it:
 
   - the metadata object decodes;
@@ -57,9 +66,12 @@ the commits log has a manifest. Problems in the sink are named
 "sink <object in the sink>".
 
 Prints one line per problem, "OBJECT: what is wrong", then a summary line
-"checked N objects, X bytes, S state stores[, a streaming query][, a file
-sink of ...]: M problems". A file that cairn did not write (no cairn
-header) is a problem too.
+"checked N objects, X bytes, S state stores[, a streaming query][, a
+pipeline (...)][, a file sink of ...]: M problems". An object that none of
+these checks knows (no cairn header, a name no provider of this build
+writes) is a problem too, reported as "not checked: unknown to this build
+of cairn": verify cannot vouch for it, and says so; cairn does not read
+it either.
 
 DIR is a directory path or a storage URL. Nothing is written to it, nor
 to the sink. Exit status: 0 when the location is sound, 1 when a problem
@@ -91,7 +103,8 @@ type verifyReport struct {
 	objects  int
 	bytes    int64
 	stores   int
-	query    bool // the location holds a streaming query
+	query    bool            // the location holds a streaming query
+	pipeline *pipeline.Check // what pipeline.Verify found
 	sink     *sinkReport
 	problems []problem
 }
@@ -134,6 +147,9 @@ func (r *verifyReport) summary() string {
 	if r.query {
 		what += ", a streaming query"
 	}
+	if r.pipeline != nil && r.pipeline.Stages > 0 {
+		what += fmt.Sprintf(", a pipeline (%s, %s checked against their records)", plural(r.pipeline.Stages, "stage output"), plural(r.pipeline.Parts, "part"))
+	}
 	if r.sink != nil {
 		what += fmt.Sprintf(", a file sink of %s (%s, %s)", plural(r.sink.manifests, "manifest"), plural(r.sink.parts, "part"), plural64(r.sink.bytes, "byte"))
 	}
@@ -156,7 +172,14 @@ const verifyWorkers = 8
 // verifyLocation checks every object of s, then the latest version of every
 // state store. It returns an error only when the location cannot be
 // listed; everything wrong with the contents is a problem in the report,
-// in listing order of the objects, then the stores.
+// objects first in name order, then store directories, stores, the
+// query and the sink.
+//
+// The objects of state stores are checked by their providers, through
+// the state.Verifier capability each registers, and the stage outputs of
+// a pipeline by pipeline.Verify; every other object must be a cairn
+// frame, checked to its end. An object none of them knows is not checked,
+// and said to be.
 func verifyLocation(ctx context.Context, s storage.Storage, sinkLoc string) (*verifyReport, error) {
 	objs, err := s.List(ctx, "")
 	if err != nil {
@@ -167,19 +190,50 @@ func verifyLocation(ctx context.Context, s storage.Storage, sinkLoc string) (*ve
 		rep.bytes += o.Size
 	}
 
-	found := make([]string, len(objs)) // what is wrong with objs[i], "" when nothing
+	owned := map[string]bool{} // objects a provider or the pipeline checked
+	var found []problem        // problems of objects, sorted by object below
+	var dirProblems []problem  // store directories without their metadata
+	sc, err := verifyStoreDirs(ctx, s, objs)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range sc.owned {
+		owned[name] = true
+	}
+	found = append(found, sc.problems...)
+	dirProblems = sc.dirProblems
+
+	pc, err := pipeline.Verify(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	rep.pipeline = &pc
+	for _, name := range pc.Owned {
+		owned[name] = true
+	}
+	for _, p := range pc.Problems {
+		found = append(found, problem{p.Object, describeObjectErr(p.Object, p.Err)})
+	}
+
+	var rest []storage.ObjectInfo // objects no provider nor the pipeline checked
+	for _, o := range objs {
+		if !owned[o.Name] {
+			rest = append(rest, o)
+		}
+	}
+	what := make([]string, len(rest)) // what is wrong with rest[i], "" when nothing
 	var wg sync.WaitGroup
 	next := make(chan int)
-	for range min(verifyWorkers, len(objs)) {
+	for range min(verifyWorkers, len(rest)) {
 		wg.Go(func() {
 			for i := range next {
-				if err := verifyObject(ctx, s, objs[i].Name); err != nil {
-					found[i] = describeErr(objs[i].Name, err)
+				if err := verifyObject(ctx, s, rest[i].Name); err != nil {
+					what[i] = describeErr(rest[i].Name, err)
 				}
 			}
 		})
 	}
-	for i := range objs {
+	for i := range rest {
 		next <- i
 	}
 	close(next)
@@ -187,32 +241,24 @@ func verifyLocation(ctx context.Context, s storage.Storage, sinkLoc string) (*ve
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	bad := map[string]bool{}
-	for i, what := range found {
-		if what != "" {
-			rep.problems = append(rep.problems, problem{objs[i].Name, what})
-			bad[objs[i].Name] = true
+	for i, w := range what {
+		if w != "" {
+			found = append(found, problem{rest[i].Name, w})
 		}
 	}
+	slices.SortStableFunc(found, func(a, b problem) int { return strings.Compare(a.object, b.object) })
+	bad := map[string]bool{}
+	for _, p := range found {
+		bad[p.object] = true
+	}
+	rep.problems = append(rep.problems, found...)
 
 	stores, misplaced := findStores(objs)
 	for _, name := range misplaced {
 		rep.problems = append(rep.problems, problem{name, "store metadata outside a store directory (state/<operator>/<partition>[/<name>]): no store uses it"})
 	}
+	rep.problems = append(rep.problems, dirProblems...)
 	rep.stores = len(stores)
-	dirs := map[string]bool{}
-	for _, st := range stores {
-		dirs[st.dir] = true
-	}
-	// State files whose directory has no _meta: the metadata was lost.
-	orphans := map[string]bool{}
-	for _, o := range objs {
-		dir, base := path.Dir(o.Name), path.Base(o.Name)
-		if _, _, ok := memstate.ParseFileName(base); ok && strings.HasPrefix(dir, "state/") && !dirs[dir] && !orphans[dir] {
-			orphans[dir] = true
-			rep.problems = append(rep.problems, problem{dir, "holds state files but no " + state.MetaObject + " object: the store's metadata is missing, so no run can open it"})
-		}
-	}
 	latest := map[string]int64{} // the latest version of each store that could be opened
 	for _, st := range stores {
 		if bad[st.dir+"/"+state.MetaObject] {
@@ -237,7 +283,137 @@ func verifyLocation(ctx context.Context, s storage.Storage, sinkLoc string) (*ve
 	return rep, nil
 }
 
-// verifyObject checks one object fully.
+// storeDirsCheck is what the providers found in the state store
+// directories of a location.
+type storeDirsCheck struct {
+	owned       []string  // objects a provider checked
+	problems    []problem // problems of objects
+	dirProblems []problem // directories with provider files but no metadata
+}
+
+// verifyStoreDirs has the objects of every directory under state/ checked
+// by the provider that wrote them, through its state.Verifier: the one
+// its store metadata names, or, when the metadata is missing or cannot be
+// read, the providers whose files are there (a missing metadata object is
+// a problem of the directory).
+func verifyStoreDirs(ctx context.Context, s storage.Storage, objs []storage.ObjectInfo) (storeDirsCheck, error) {
+	var out storeDirsCheck
+	type dirInfo struct {
+		dir       string
+		bases     []string
+		hasMeta   bool
+		providers []string // whose Verifier checks the directory
+		named     string   // the provider the metadata names, "" when unknown
+	}
+	var dirs []*dirInfo
+	byDir := map[string]*dirInfo{}
+	for _, o := range objs {
+		if !strings.HasPrefix(o.Name, "state/") {
+			continue
+		}
+		dir, base := path.Dir(o.Name), path.Base(o.Name)
+		d := byDir[dir]
+		if d == nil {
+			d = &dirInfo{dir: dir}
+			byDir[dir] = d
+			dirs = append(dirs, d)
+		}
+		if base == state.MetaObject {
+			d.hasMeta = true
+		} else {
+			d.bases = append(d.bases, base)
+		}
+	}
+	for _, d := range dirs {
+		if id, ok := parseStoreDir(d.dir); ok && d.hasMeta {
+			if m, err := state.ReadMeta(ctx, s, id); err == nil {
+				d.named = m.Provider
+				d.providers = []string{m.Provider}
+				continue
+			}
+		}
+		// No readable metadata: whose files are these?
+		for _, b := range d.bases {
+			for _, p := range state.Owners(b) {
+				if !slices.Contains(d.providers, p) {
+					d.providers = append(d.providers, p)
+				}
+			}
+		}
+		if !d.hasMeta && len(d.providers) > 0 {
+			out.dirProblems = append(out.dirProblems, problem{d.dir, fmt.Sprintf(
+				"holds state files of provider %s but no %s object: the store's metadata is missing, so no run can open it",
+				strings.Join(d.providers, " and "), state.MetaObject)})
+		}
+	}
+
+	type result struct {
+		check state.StoreCheck
+		err   error
+	}
+	type job struct {
+		d        *dirInfo
+		provider string
+	}
+	var jobs []job
+	for _, d := range dirs {
+		for _, p := range d.providers {
+			jobs = append(jobs, job{d, p})
+		}
+	}
+	results := make([]result, len(jobs))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(verifyWorkers, len(jobs)) {
+		wg.Go(func() {
+			for i := range next {
+				if v, ok := state.VerifierFor(jobs[i].provider); ok {
+					results[i].check, results[i].err = v.VerifyStore(ctx, s, jobs[i].d.dir)
+				}
+			}
+		})
+	}
+	for i := range jobs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for i, r := range results {
+		if r.err != nil {
+			return out, fmt.Errorf("check state store %s with provider %s: %w", jobs[i].d.dir, jobs[i].provider, r.err)
+		}
+		out.owned = append(out.owned, r.check.Owned...)
+		for _, p := range r.check.Problems {
+			out.problems = append(out.problems, problem{p.Object, describeObjectErr(p.Object, p.Err)})
+		}
+	}
+	// Files of another provider in a store whose metadata names its
+	// provider: no run reads them.
+	checked := map[string]bool{}
+	for _, name := range out.owned {
+		checked[name] = true
+	}
+	for _, d := range dirs {
+		if d.named == "" {
+			continue
+		}
+		for _, b := range d.bases {
+			name := d.dir + "/" + b
+			if checked[name] {
+				continue
+			}
+			if others := state.Owners(b); len(others) > 0 {
+				out.owned = append(out.owned, name)
+				out.problems = append(out.problems, problem{name, fmt.Sprintf(
+					"not checked: a state file of provider %s, but the store's %s names provider %s, so no run reads it",
+					strings.Join(others, " and "), state.MetaObject, d.named)})
+			}
+		}
+	}
+	return out, nil
+}
+
+// verifyObject checks one object fully: a cairn frame, to its end.
 func verifyObject(ctx context.Context, s storage.Storage, name string) error {
 	head, err := peekObject(ctx, s, name)
 	if err != nil {
@@ -245,9 +421,6 @@ func verifyObject(ctx context.Context, s storage.Storage, name string) error {
 	}
 	if !knownKind(head.kind) {
 		return fmt.Errorf("a cairn object of an %s, which this build of cairn does not know (written by a newer cairn? upgrade cairn)", head.kind)
-	}
-	if _, _, ok := memstate.ParseFileName(path.Base(name)); ok && strings.HasPrefix(name, "state/") {
-		return memstate.VerifyObject(ctx, s, name)
 	}
 	r, err := frame.Get(ctx, s, name, head.kind, max(head.version, 1))
 	if err != nil {
@@ -301,13 +474,20 @@ func checkStore(ctx context.Context, s storage.Storage, st storeRef) (int64, str
 // already and are not read again. latest holds the latest version of the
 // stores that could be opened.
 func checkQuery(ctx context.Context, s storage.Storage, objs []storage.ObjectInfo, bad map[string]bool, latest map[string]int64) (bool, []problem) {
-	if !hasObject(objs, stream.MetadataObject) {
-		return false, nil
-	}
 	var out []problem
 	add := func(object, format string, a ...any) { out = append(out, problem{object, fmt.Sprintf(format, a...)}) }
+	hasMeta := hasObject(objs, stream.MetadataObject)
+	if !hasMeta {
+		// Offsets or commits without metadata: a query whose metadata
+		// (its ID and pinned settings) was lost.
+		if !hasPrefix(objs, stream.OffsetsLog+"/") && !hasPrefix(objs, stream.CommitsLog+"/") {
+			return false, nil
+		}
+		add(stream.MetadataObject, "missing: the location holds a streaming query's %s and %s logs but not its %s object (query ID and pinned settings), without which no restart can resume the query: restore the object from a backup, or start the query on a new checkpoint location",
+			stream.OffsetsLog, stream.CommitsLog, stream.MetadataObject)
+	}
 	var meta *stream.Metadata
-	if !bad[stream.MetadataObject] {
+	if hasMeta && !bad[stream.MetadataObject] {
 		m, err := stream.ReadMetadata(ctx, s)
 		if err != nil {
 			add(stream.MetadataObject, "%s", describeObjectErr(stream.MetadataObject, err))

@@ -13,7 +13,16 @@ import (
 
 func TestVerifyClean(t *testing.T) {
 	t.Parallel()
-	for _, dir := range []string{buildFixture(t), buildWorkloadLocation(t)} {
+	// The fixture's log entries stand for a query's, but it has no query
+	// metadata: verify names it missing (TestVerifyNamesDamageToPebbleAndPipelines),
+	// so the sound location here is the fixture's stores alone.
+	fixture := buildFixture(t)
+	for _, log := range []string{"offsets", "commits"} {
+		if err := os.RemoveAll(filepath.Join(fixture, log)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, dir := range []string{fixture, buildWorkloadLocation(t)} {
 		for _, loc := range []string{dir, "file://" + dir} {
 			args := []string{"checkpoint", "verify", loc}
 			r := cairn(t, args...)
@@ -65,7 +74,7 @@ func TestVerifyFindsDamage(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			want: []want{{"notes.txt", "not a cairn object"}},
+			want: []want{{"notes.txt", "not checked: unknown to this build of cairn (not a cairn object: starts with"}},
 		},
 		{
 			name: "empty stray file",
@@ -74,7 +83,7 @@ func TestVerifyFindsDamage(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			want: []want{{"state/0/0/.keep", "not a cairn object (it is empty"}},
+			want: []want{{"state/0/0/.keep", "not checked: unknown to this build of cairn (not a cairn object: it is empty"}},
 		},
 		{
 			// The frame is sound; only decoding the records finds the damage.

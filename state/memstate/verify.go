@@ -10,6 +10,40 @@ import (
 	"github.com/cairn-data/cairn/storage"
 )
 
+var _ state.Verifier = (*Provider)(nil)
+
+// Owns implements state.Verifier: memstate writes "<version>.delta" and
+// "<version>.snapshot" in a store's directory.
+func (p *Provider) Owns(base string) bool {
+	_, _, ok := ParseFileName(base)
+	return ok
+}
+
+// VerifyStore implements state.Verifier: it checks every delta and
+// snapshot directly inside dir with VerifyObject.
+func (p *Provider) VerifyStore(ctx context.Context, s storage.Storage, dir string) (state.StoreCheck, error) {
+	objs, err := s.List(ctx, dir+"/")
+	if err != nil {
+		return state.StoreCheck{}, fmt.Errorf("memstate: list %s: %w", dir, err)
+	}
+	var c state.StoreCheck
+	for _, o := range objs {
+		base, ok := strings.CutPrefix(o.Name, dir+"/")
+		if !ok || strings.Contains(base, "/") || !p.Owns(base) {
+			continue
+		}
+		c.Owned = append(c.Owned, o.Name)
+		c.Bytes += o.Size
+		if err := VerifyObject(ctx, s, o.Name); err != nil {
+			if ctx.Err() != nil {
+				return state.StoreCheck{}, ctx.Err()
+			}
+			c.Problems = append(c.Problems, state.Problem{Object: o.Name, Err: err})
+		}
+	}
+	return c, nil
+}
+
 // VerifyObject reads the delta or snapshot object name (a name whose last
 // component is "<version>.delta" or "<version>.snapshot") in full, as a
 // load of the store would: the frame is checked to its end block and every
