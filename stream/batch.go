@@ -235,6 +235,10 @@ type BatchProgress struct {
 	Replay    bool // the batch was written ahead by an earlier run and replayed
 	Started   time.Time
 	Duration  time.Duration
+	// InputRows is the number of records the source emitted for the batch,
+	// counted as they were read (not offsets: a file of the file source is
+	// one offset and many records). Records set aside as dead letters by
+	// the source are not input rows.
 	InputRows int64
 	Phases    struct {
 		Plan        time.Duration // deciding the range

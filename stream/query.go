@@ -12,6 +12,7 @@ import (
 	"maps"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairn-data/cairn/dataset"
@@ -418,9 +419,21 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 	if countsDead {
 		deadBefore = dlc.DeadLetters()
 	}
+	// Records are counted as the source emits them, per partition, and a
+	// partition read again (a sink that computes the batch twice) replaces
+	// its count: input_rows is what one read of the batch gave.
+	read := make([]atomic.Int64, len(entry.End))
 	in := dataset.FromFunc(q.session, fmt.Sprintf("Source %s batch %d", q.src.Identity(), entry.Batch), len(entry.End),
 		func(ctx context.Context, part int, emit func(In) error) error {
-			return q.src.Read(ctx, part, entry.Start[part], entry.End[part], emit)
+			var n int64
+			err := q.src.Read(ctx, part, entry.Start[part], entry.End[part], func(r In) error {
+				n++
+				return emit(r)
+			})
+			if err == nil {
+				read[part].Store(n)
+			}
+			return err
 		})
 	b := &Batch{ID: entry.Batch, partitions: q.opts.Partitions, stores: q.stores, watermark: entry.Watermark, timestamp: entry.Timestamp}
 	defer b.end()
@@ -460,8 +473,8 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 	}
 	p.Phases.CommitLog = time.Since(phase)
 	p.MetadataQueue = q.writer.depth()
-	for i, s := range entry.Start {
-		p.InputRows += entry.End[i] - s
+	for i := range read {
+		p.InputRows += read[i].Load()
 	}
 	p.Duration = time.Since(p.Started)
 	p.State = b.stateMetrics()
