@@ -231,10 +231,10 @@ type OperatorProgress struct {
 // BatchProgress describes one committed batch, like Spark's
 // StreamingQueryProgress.
 type BatchProgress struct {
-	Batch     int64
-	Replay    bool // the batch was written ahead by an earlier run and replayed
-	Started   time.Time
-	Duration  time.Duration
+	Batch    int64
+	Replay   bool // the batch was written ahead by an earlier run and replayed
+	Started  time.Time
+	Duration time.Duration
 	// InputRows is the number of records the source emitted for the batch,
 	// counted as they were read (not offsets: a file of the file source is
 	// one offset and many records). Records set aside as dead letters by
