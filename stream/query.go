@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,7 +50,9 @@ type Options struct {
 	// spark.sql.shuffle.partitions, which is pinned the same way.
 	Partitions int
 	// StateProvider names the state store provider. Pinned. Default
-	// "memstate". Spark: spark.sql.streaming.stateStore.providerClass.
+	// "memstate". It must be registered when Start is called: "pebble"
+	// needs import _ "github.com/cairn-data/cairn/state/pebblestate".
+	// Spark: spark.sql.streaming.stateStore.providerClass.
 	StateProvider string
 	// Trigger says when batches run. Default: one after another, as fast
 	// as possible, until the context is cancelled.
@@ -111,8 +115,24 @@ func (o Options) Validate() error {
 		return fmt.Errorf("stream: Options.RetainBatches is %d; it must be positive (default 100)", o.RetainBatches)
 	case o.MaxOffsetsPerPartition < 0:
 		return fmt.Errorf("stream: Options.MaxOffsetsPerPartition is %d; it must be positive, or 0 for no limit", o.MaxOffsetsPerPartition)
+	case o.StateProvider != "" && !slices.Contains(state.Providers(), o.StateProvider):
+		return fmt.Errorf("stream: Options.StateProvider is %q, which this program does not register (registered: %s); %s",
+			o.StateProvider, strings.Join(state.Providers(), ", "), providerHint(o.StateProvider))
 	}
 	return nil
+}
+
+// providerPackages are the import paths of cairn's state providers.
+var providerPackages = map[string]string{
+	"memstate": "github.com/cairn-data/cairn/state/memstate",
+	"pebble":   "github.com/cairn-data/cairn/state/pebblestate",
+}
+
+func providerHint(name string) string {
+	if pkg, ok := providerPackages[name]; ok {
+		return fmt.Sprintf("import its package for its side effect: import _ %q", pkg)
+	}
+	return "import the package that registers it (cairn's own are " + providerPackages["memstate"] + " and " + providerPackages["pebble"] + "), or correct the name"
 }
 
 // Pinned are the settings recorded at a query's first start and checked
@@ -315,6 +335,9 @@ func fingerprint(ops []OperatorInfo) string {
 func (q *Query[In, Out]) checkMetadata(ctx context.Context, want Pinned) (Metadata, error) {
 	m, err := ReadMetadata(ctx, q.st)
 	if errors.Is(err, storage.ErrNotFound) {
+		if err := q.checkNoQueryObjects(ctx); err != nil {
+			return Metadata{}, err
+		}
 		var id [16]byte
 		rand.Read(id[:])
 		m := Metadata{QueryID: hex.EncodeToString(id[:]), Created: time.Now().UTC(), CairnVersion: Version, Pinned: want}
@@ -347,6 +370,30 @@ func (q *Query[In, Out]) checkMetadata(ctx context.Context, want Pinned) (Metada
 		return m, changed("sink", old.Sink, want.Sink)
 	}
 	return m, nil
+}
+
+// ErrMetadataMissing matches the error of a Start on a checkpoint location
+// that holds a query's logs or state but not its metadata object.
+var ErrMetadataMissing = errors.New("stream: the checkpoint location has no metadata object but holds a query's logs")
+
+// checkNoQueryObjects is called when the metadata object is missing: a
+// new query may start only in a location that holds no other query's
+// objects (its logs, state or source log). Starting a new query ID over
+// old logs would mix two queries' batches.
+func (q *Query[In, Out]) checkNoQueryObjects(ctx context.Context) error {
+	for _, prefix := range []string{OffsetsLog + "/", CommitsLog + "/", "state/", "sources/"} {
+		objs, err := q.st.List(ctx, prefix)
+		if err != nil {
+			return fmt.Errorf("stream: %s has no %s object; check that it holds no other query's objects: %w", q.st.Location(), MetadataObject, err)
+		}
+		if len(objs) > 0 {
+			return fmt.Errorf("%w: %s has no %q object (the query ID and pinned settings), yet it holds %s and %d more objects under %s: "+
+				"it is the checkpoint of a query whose metadata was deleted or lost, and starting would begin a new query over its logs. "+
+				"Restore %q from a copy of the location to resume that query, or give a new, empty checkpoint location to start a new one",
+				ErrMetadataMissing, q.st.Location(), MetadataObject, objs[0].Name, len(objs)-1, prefix, MetadataObject)
+		}
+	}
+	return nil
 }
 
 // Metadata returns the query's ID and pinned settings.
