@@ -83,8 +83,14 @@ type Trigger struct {
 	// Trigger.AvailableNow).
 	UntilIdle bool
 	// Drain is UntilIdle, and then one last batch with the watermark at
-	// infinity, so that every open window fires, before the query stops.
-	// A drained query treats any later input as late.
+	// infinity, so that every open window fires, before the query stops
+	// (Flink: stop with drain). A drained query is finished, as a drained
+	// Flink job is: its checkpoint location is sealed. A later Start that
+	// finds new input in the source refuses with a *DrainedError, since
+	// every new row would be later than the watermark; a later Start that
+	// finds none runs nothing and Run returns nil. Jobs run on a schedule
+	// over input that keeps arriving use UntilIdle, and drain only once
+	// the input has ended for good.
 	Drain bool
 }
 
@@ -261,7 +267,84 @@ func Start[In, Out any](ctx context.Context, src Source[In], plan Plan[In, Out],
 		q.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
+	if err := q.checkSealed(ctx); err != nil {
+		q.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
 	return q, nil
+}
+
+// DrainedError reports new input for a query that was drained: a drained
+// query is finished (see Trigger.Drain).
+type DrainedError struct {
+	Location string
+	Source   string
+	// Batch is the last batch of the query, the drain batch, run with the
+	// watermark at infinity.
+	Batch int64
+	// Drained is when the drain batch was committed.
+	Drained time.Time
+}
+
+func (e *DrainedError) Error() string {
+	return fmt.Sprintf("stream: the query in %s was drained by batch %d at %s (Trigger.Drain: every window closed, the watermark is at infinity), "+
+		"and source %s has new input since; a drained query is finished and would drop every new row as late. "+
+		"To process input that keeps arriving, run scheduled jobs with Trigger.UntilIdle and drain only when the input has ended for good; "+
+		"to process this input, start a new query with a new checkpoint location (and a new output)",
+		e.Location, e.Batch, e.Drained.UTC().Format(time.RFC3339), e.Source)
+}
+
+// ErrDrained matches every *DrainedError.
+var ErrDrained = errors.New("stream: the query was drained")
+
+// Is reports whether target is ErrDrained.
+func (e *DrainedError) Is(target error) bool { return target == ErrDrained }
+
+// sealed reports whether the query's last batch, committed, was a drain
+// batch. (Checkpoints of cairn before sealing may hold batches after the
+// drain, run with the watermark still at infinity: sealed too.)
+func (q *Query[In, Out]) sealed() bool {
+	return !q.pending && q.lastOffsets != nil && q.lastOffsets.Watermark == math.MaxInt64
+}
+
+func (q *Query[In, Out]) drainedError() error {
+	e := &DrainedError{Location: q.st.Location(), Source: q.src.Identity(), Batch: q.lastOffsets.Batch,
+		Drained: time.UnixMilli(q.lastOffsets.Timestamp)}
+	if c := q.lastCommit; c != nil && c.Batch == e.Batch {
+		e.Drained = time.UnixMilli(c.Committed)
+	}
+	return e
+}
+
+// checkSealed refuses, at Start, a drained query whose source has new
+// input. (A pending drain batch is replayed first: it is part of the
+// drain.)
+func (q *Query[In, Out]) checkSealed(ctx context.Context) error {
+	if !q.sealed() {
+		return nil
+	}
+	avail, err := q.src.Available(ctx)
+	if err != nil {
+		return fmt.Errorf("stream: source %s: %w", q.src.Identity(), err)
+	}
+	if newInput(q.lastOffsets.End, avail) {
+		return q.drainedError()
+	}
+	return nil
+}
+
+// newInput reports whether avail is past end in some partition (or has
+// other partitions, which nextBatch refuses on its own).
+func newInput(end, avail Offsets) bool {
+	if len(end) != len(avail) {
+		return true
+	}
+	for p := range avail {
+		if avail[p] > end[p] {
+			return true
+		}
+	}
+	return false
 }
 
 func (q *Query[In, Out]) open(ctx context.Context) error {
@@ -407,6 +490,14 @@ func (q *Query[In, Out]) Run(ctx context.Context) error {
 		ran, err := q.RunBatch(ctx)
 		if err != nil {
 			return err
+		}
+		if q.sealed() {
+			// The drain batch ran (or had run): the query is finished,
+			// whatever the trigger.
+			if !ran {
+				q.opts.Logger.Info("stream: the query was drained; nothing new to process", "location", q.st.Location(), "drain_batch", q.lastOffsets.Batch)
+			}
+			return q.writer.flush()
 		}
 		if !ran && (q.opts.Trigger.UntilIdle || q.opts.Trigger.Drain) {
 			return q.writer.flush() // done only once the last commit entry is durable
@@ -567,6 +658,7 @@ func (q *Query[In, Out]) nextBatch(ctx context.Context) (*OffsetsEntry, bool, er
 	if q.pending {
 		return q.lastOffsets, true, nil
 	}
+	sealed := q.sealed()
 	prev := q.lastOffsets
 	var prevCommit CommitEntry
 	if q.lastCommit != nil {
@@ -596,6 +688,9 @@ func (q *Query[In, Out]) nextBatch(ctx context.Context) (*OffsetsEntry, bool, er
 		}
 		next.End[p] = end
 		more = more || end > next.Start[p]
+	}
+	if more && sealed {
+		return nil, false, q.drainedError()
 	}
 	if !more {
 		if q.opts.Trigger.Drain && prev != nil && prev.Watermark != math.MaxInt64 {
