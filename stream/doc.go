@@ -28,7 +28,6 @@
 //  4. Pinned settings. Partitions, state provider, stateful operators,
 //     source and sink are recorded at the first start; a restart that
 //     changes one is refused with a *PinnedSettingError naming old and new.
-//
 //  5. A drained query is finished. Trigger.Drain runs what is available,
 //     then one last batch with the watermark at infinity, so that every
 //     window closes, as Flink's stop-with-drain does; the location is then
