@@ -72,7 +72,28 @@ type Options struct {
 	LeaseTTL time.Duration
 	// Logger receives one progress record per batch. Default slog.Default().
 	Logger *slog.Logger
+	// LateRows, if set, receives the rows that operators set aside: rows
+	// later than the watermark, and records with a zero event time (see
+	// LateRow). Each batch's are written with the batch ID after the
+	// batch's output and before its commit, so a sink idempotent by batch
+	// (a FileSink[LateRow]) holds each exactly once; a batch with none
+	// writes an empty batch. Not pinned. Default nil: late rows are
+	// dropped, as in Spark, and only counted (BatchProgress.LateRows, per
+	// operator in OperatorProgress), and a zero event time fails the
+	// batch. Flink: a side output for late data (sideOutputLateData).
+	LateRows Sink[LateRow]
+	// LateWarnFraction: when an operator drops more than this fraction of
+	// a batch's input rows as late, the batch logs a WARN naming the
+	// operator and the watermark. Default 0.01 (1%): a well-set watermark
+	// delay leaves stragglers only, far below that, while a delay that is
+	// too short or a source that went back in time makes it clear at once;
+	// every late row is counted in the progress in any case. Negative:
+	// never warn. Spark and Flink only count late rows.
+	LateWarnFraction float64
 }
+
+// DefaultLateWarnFraction is the default of Options.LateWarnFraction.
+const DefaultLateWarnFraction = 0.01
 
 // Trigger says when a query runs its batches.
 type Trigger struct {
@@ -107,6 +128,9 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.LateWarnFraction == 0 {
+		o.LateWarnFraction = DefaultLateWarnFraction
+	}
 	return o
 }
 
@@ -121,6 +145,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("stream: Options.RetainBatches is %d; it must be positive (default 100)", o.RetainBatches)
 	case o.MaxOffsetsPerPartition < 0:
 		return fmt.Errorf("stream: Options.MaxOffsetsPerPartition is %d; it must be positive, or 0 for no limit", o.MaxOffsetsPerPartition)
+	case math.IsNaN(o.LateWarnFraction):
+		return errors.New("stream: Options.LateWarnFraction is NaN; give a fraction of the input (default 0.01), or a negative value for no warning")
 	case o.StateProvider != "" && !slices.Contains(state.Providers(), o.StateProvider):
 		return fmt.Errorf("stream: Options.StateProvider is %q, which this program does not register (registered: %s); %s",
 			o.StateProvider, strings.Join(state.Providers(), ", "), providerHint(o.StateProvider))
@@ -573,7 +599,8 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 			}
 			return err
 		})
-	b := &Batch{ID: entry.Batch, partitions: q.opts.Partitions, stores: q.stores, watermark: entry.Watermark, timestamp: entry.Timestamp}
+	b := &Batch{ID: entry.Batch, partitions: q.opts.Partitions, stores: q.stores, watermark: entry.Watermark, timestamp: entry.Timestamp,
+		keepAside: q.opts.LateRows != nil}
 	defer b.end()
 	out, err := q.plan(b, in)
 	if err != nil {
@@ -581,7 +608,13 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 	}
 	sinkStart := time.Now()
 	if err := q.sink.AddBatch(ctx, entry.Batch, out); err != nil {
-		return false, fmt.Errorf("stream: batch %d: sink %s: %w", entry.Batch, q.sink.Identity(), err)
+		return false, sinkError(entry.Batch, "sink "+q.sink.Identity(), err)
+	}
+	if q.opts.LateRows != nil {
+		rows := dataset.FromSlice(q.session, b.asideRows(), 1)
+		if err := q.opts.LateRows.AddBatch(ctx, entry.Batch, rows); err != nil {
+			return false, fmt.Errorf("stream: batch %d: write its late rows to Options.LateRows, sink %s: %w", entry.Batch, q.opts.LateRows.Identity(), err)
+		}
 	}
 	p.Phases.Sink = time.Since(sinkStart)
 	p.Phases.Execute = time.Since(phase)
@@ -615,11 +648,56 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 		p.InputRows += read[i].Load()
 	}
 	p.Duration = time.Since(p.Started)
-	p.State = b.stateMetrics()
+	p.State = b.operatorProgress()
 	p.Watermark = entry.Watermark
-	p.LateRows = b.lateRows.Load()
+	for _, o := range p.State {
+		p.LateRows += o.LateRows
+		p.BadRows += o.BadRows
+	}
 	q.record(p)
+	q.warnSetAside(p)
 	return true, nil
+}
+
+// sinkError reports a sink's failure; an operator's failure that surfaced
+// there is reported as the operator's.
+func sinkError(batch int64, sink string, err error) error {
+	var oe *OperatorError
+	if errors.As(err, &oe) {
+		return &surfacedError{op: oe, via: sink, err: err}
+	}
+	return fmt.Errorf("stream: batch %d: %s: %w", batch, sink, err)
+}
+
+// warnSetAside logs a WARN for each operator that dropped more than
+// Options.LateWarnFraction of the batch's input as late, and for each that
+// set aside records with a zero event time.
+func (q *Query[In, Out]) warnSetAside(p BatchProgress) {
+	for _, o := range p.State {
+		if frac := q.opts.LateWarnFraction; o.LateRows > 0 && frac >= 0 && float64(o.LateRows) > frac*float64(p.InputRows) {
+			route := "they were dropped; set Options.LateRows to keep them"
+			if q.opts.LateRows != nil {
+				route = "they went to Options.LateRows, sink " + q.opts.LateRows.Identity()
+			}
+			q.opts.Logger.Warn(fmt.Sprintf("stream: operator %d (%s) dropped %d of the batch's %d input rows as later than the watermark %s; "+
+				"%s. If rows are not meant to be this late, raise the operator's watermark delay (pinned: with a new checkpoint location)",
+				o.Operator, o.Kind, o.LateRows, p.InputRows, watermarkString(p.Watermark), route),
+				"batch", p.Batch, "operator", o.Operator, "kind", o.Kind, "late_rows", o.LateRows, "input_rows", p.InputRows,
+				"watermark", watermarkString(p.Watermark), "warn_fraction", frac)
+		}
+		if o.BadRows > 0 {
+			q.opts.Logger.Warn(fmt.Sprintf("stream: operator %d (%s) set aside %d records with a zero event time; they went to Options.LateRows, sink %s",
+				o.Operator, o.Kind, o.BadRows, q.opts.LateRows.Identity()),
+				"batch", p.Batch, "operator", o.Operator, "kind", o.Kind, "bad_rows", o.BadRows)
+		}
+	}
+}
+
+func watermarkString(ms int64) string {
+	if ms == math.MaxInt64 {
+		return "infinity (drain)"
+	}
+	return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano)
 }
 
 // recoverPosition reads, at start, where the logs stand: the last batch
