@@ -28,12 +28,13 @@ type Batch struct {
 	commitNanos atomic.Int64 // time spent committing state stores, summed over partitions
 	watermark   int64        // Unix ms; records before it are late
 	timestamp   int64        // the batch's processing time, Unix ms, from its offsets entry
-	lateRows    atomic.Int64
+	keepAside   bool         // Options.LateRows is set: keep the records operators set aside
 
 	mu        sync.Mutex
 	committed map[storeKey]state.Metrics // stores committed by this batch
 	release   []func()                   // run when the batch ends
 	maxEvent  map[int64]*atomic.Int64    // greatest event time seen, by operator (set at register)
+	aside     map[asideKey]*aside        // late and bad rows, by operator and partition
 }
 
 // Watermark returns the batch's watermark: records with an event time
@@ -115,22 +116,21 @@ func (b *Batch) markCommitted(k storeKey, m state.Metrics) {
 	b.mu.Unlock()
 }
 
-// stateMetrics sums the committed stores' figures per operator.
-func (b *Batch) stateMetrics() []OperatorProgress {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// operatorProgress sums, per operator, the committed stores' figures and
+// the rows set aside.
+func (b *Batch) operatorProgress() []OperatorProgress {
 	var out []OperatorProgress
 	for _, op := range b.ops {
-		if op.Kind == watermarkKind {
-			continue
-		}
-		o := OperatorProgress{Operator: op.ID}
+		o := OperatorProgress{Operator: op.ID, Kind: op.Kind}
+		o.LateRows, o.BadRows = b.asideCounts(op.ID)
+		b.mu.Lock()
 		for p := range b.partitions {
 			m := b.committed[storeKey{op.ID, p}]
 			o.Keys += m.Keys
 			o.MemoryBytes += m.MemoryBytes
 			o.BytesWritten += m.BytesWritten
 		}
+		b.mu.Unlock()
 		out = append(out, o)
 	}
 	return out
@@ -220,21 +220,34 @@ func aggregate[K comparable, V any](st state.Store, recs iter.Seq2[dataset.Pair[
 	return updates, nil
 }
 
-// OperatorProgress is the state of one stateful operator after a batch.
+// OperatorProgress is the state of one operator after a batch, and the
+// rows it set aside in the batch. Every operator of the plan has one, in
+// the order the plan built them (WithWatermark's has no state).
 type OperatorProgress struct {
 	Operator     int64
+	Kind         string
 	Keys         int64
 	MemoryBytes  int64
 	BytesWritten int64
+	// LateRows are the rows the operator dropped (or, with
+	// Options.LateRows, routed there) as later than the watermark.
+	LateRows int64
+	// BadRows are the records with a zero event time the operator set
+	// aside (only with Options.LateRows; without it they fail the batch).
+	BadRows int64
 }
 
 // BatchProgress describes one committed batch, like Spark's
 // StreamingQueryProgress.
 type BatchProgress struct {
-	Batch     int64
-	Replay    bool // the batch was written ahead by an earlier run and replayed
-	Started   time.Time
-	Duration  time.Duration
+	Batch    int64
+	Replay   bool // the batch was written ahead by an earlier run and replayed
+	Started  time.Time
+	Duration time.Duration
+	// InputRows is the number of records the source emitted for the batch,
+	// counted as they were read (not offsets: a file of the file source is
+	// one offset and many records). Records set aside as dead letters by
+	// the source are not input rows.
 	InputRows int64
 	Phases    struct {
 		Plan        time.Duration // deciding the range
@@ -246,7 +259,10 @@ type BatchProgress struct {
 	}
 	State     []OperatorProgress
 	Watermark int64 // the batch's watermark, Unix ms
-	LateRows  int64 // rows dropped as later than the watermark
+	LateRows  int64 // rows dropped as later than the watermark, summed over operators
+	// BadRows are the records with a zero event time set aside, summed
+	// over operators (see OperatorProgress.BadRows).
+	BadRows int64
 	// DeadLetters is the number of bad input records the source set aside
 	// in this batch (a replay counts none that an earlier run counted).
 	DeadLetters int64
@@ -271,10 +287,18 @@ func (p BatchProgress) attrs() []any {
 		slog.Duration("execute", p.Phases.Execute), slog.Duration("state_commit", p.Phases.StateCommit),
 		slog.Duration("sink", p.Phases.Sink), slog.Duration("commit_log", p.Phases.CommitLog),
 	}
-	attrs = append(attrs, slog.Int64("watermark_ms", p.Watermark), slog.Int64("late_rows", p.LateRows), slog.Int64("dead_letters", p.DeadLetters), slog.Int("metadata_queue", p.MetadataQueue))
+	attrs = append(attrs, slog.Int64("watermark_ms", p.Watermark), slog.Int64("late_rows", p.LateRows), slog.Int64("bad_rows", p.BadRows),
+		slog.Int64("dead_letters", p.DeadLetters), slog.Int("metadata_queue", p.MetadataQueue))
 	for _, o := range p.State {
+		if o.Kind == watermarkKind {
+			if o.BadRows > 0 {
+				attrs = append(attrs, slog.Group(fmt.Sprintf("operator_%d", o.Operator), slog.Int64("bad_rows", o.BadRows)))
+			}
+			continue
+		}
 		attrs = append(attrs, slog.Group(fmt.Sprintf("operator_%d", o.Operator),
-			slog.Int64("state_keys", o.Keys), slog.Int64("state_bytes", o.MemoryBytes), slog.Int64("state_bytes_written", o.BytesWritten)))
+			slog.Int64("state_keys", o.Keys), slog.Int64("state_bytes", o.MemoryBytes), slog.Int64("state_bytes_written", o.BytesWritten),
+			slog.Int64("late_rows", o.LateRows), slog.Int64("bad_rows", o.BadRows)))
 	}
 	return attrs
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"iter"
+	"math"
 	"time"
 
 	"github.com/cairn-data/cairn/dataset"
@@ -15,7 +16,9 @@ import (
 // with the same key that follow within the watermark delay, like Spark's
 // dropDuplicatesWithinWatermark: a key is remembered until the watermark
 // passes its first event time plus delay, then forgotten, so state stays
-// bounded. Records later than the watermark are dropped and counted.
+// bounded. Records later than the watermark are dropped and counted (and
+// written to Options.LateRows if set); a record with a zero event time is
+// a bad record, as in WindowAggregate.
 // Within a batch, the first record of a key in partition order wins.
 //
 // State layout, per key: "k" + key -> expiry, and "e" + expiry + key ->
@@ -31,15 +34,41 @@ func DropDuplicates[T any, K comparable](b *Batch, op int64, in *dataset.Dataset
 		return nil, err
 	}
 	watermark := b.watermark
-	keyed := dataset.Map(in.Filter(func(t T) bool {
-		ms := eventTime(t).UnixMilli()
-		b.observeEventTime(op, ms)
-		if ms < watermark {
-			b.lateRows.Add(1)
-			return false
+	keyed := dataset.MapPartitions(in, func(ctx context.Context, part int, recs iter.Seq2[T, error]) iter.Seq2[dataset.Pair[K, T], error] {
+		return func(yield func(dataset.Pair[K, T], error) bool) {
+			maxSeen := int64(math.MinInt64)
+			aside := b.setAside(op, part)
+			defer func() {
+				if maxSeen != math.MinInt64 {
+					b.observeEventTime(op, maxSeen)
+				}
+				aside.done()
+			}()
+			for t, err := range recs {
+				if err != nil {
+					yield(dataset.Pair[K, T]{}, err)
+					return
+				}
+				et := eventTime(t)
+				if et.IsZero() {
+					if err := aside.zeroEventTime(t); err != nil {
+						yield(dataset.Pair[K, T]{}, err)
+						return
+					}
+					continue
+				}
+				ms := et.UnixMilli()
+				maxSeen = max(maxSeen, ms)
+				if ms < watermark {
+					aside.lateRow(t, ms)
+					continue
+				}
+				if !yield(dataset.KV(key(t), t), nil) {
+					return
+				}
+			}
 		}
-		return true
-	}), func(t T) dataset.Pair[K, T] { return dataset.KV(key(t), t) })
+	})
 	// Route each key to its state partition; GroupByKey keeps arrival order.
 	grouped := dataset.GroupByKey(keyed, b.partitions)
 	if b.dryRun {

@@ -28,6 +28,16 @@
 //  4. Pinned settings. Partitions, state provider, stateful operators,
 //     source and sink are recorded at the first start; a restart that
 //     changes one is refused with a *PinnedSettingError naming old and new.
+//  5. A drained query is finished. Trigger.Drain runs what is available,
+//     then one last batch with the watermark at infinity, so that every
+//     window closes, as Flink's stop-with-drain does; the location is then
+//     sealed. A later Start whose source has new input is refused with a
+//     *DrainedError (ErrDrained) naming the drain batch and when it ran:
+//     running it would drop every new row as late. A later Start with no
+//     new input is done at once (Run returns nil). Jobs run on a schedule
+//     over input that keeps arriving use Trigger.UntilIdle, which keeps
+//     windows open across runs; to process input that arrived after a
+//     drain, start a new query with a new checkpoint location.
 //
 // Operators: AggregateByKey (update mode), WindowAggregate (tumbling and
 // sliding event-time windows, append mode), DropDuplicates (within the

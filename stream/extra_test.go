@@ -107,8 +107,8 @@ func TestDeadLettersPerBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := q.Progress()
-	if len(p) != 1 || p[0].DeadLetters != 1 || p[0].InputRows != 1 {
-		t.Fatalf("progress = %+v, want one batch with one dead letter", p)
+	if len(p) != 1 || p[0].DeadLetters != 1 || p[0].InputRows != 2 {
+		t.Fatalf("progress = %+v, want one batch with one dead letter and 2 input rows", p)
 	}
 	if got := final(sink); !maps.Equal(got, map[string]int64{"u1": 1, "u2": 2}) {
 		t.Fatalf("sums = %v", got)

@@ -180,9 +180,11 @@ func groupStatePartition[T any, K comparable, S any, U any](st state.Store,
 // WithWatermark declares the event time of a stream and how late records
 // may be (Spark's withWatermark): the query's watermark then moves to the
 // greatest event time seen minus delay, at the end of each batch, which is
-// what event-time timeouts follow. It keeps no state and drops nothing;
-// stateful operators decide what is late. op identifies it among the
-// query's operators.
+// what event-time timeouts follow. It keeps no state and drops no late
+// records; stateful operators decide what is late. A record with a zero
+// event time (time.Time{}) is a bad record: it fails the batch with an
+// *OperatorError naming it, or, with Options.LateRows, goes there and is
+// counted as a bad row. op identifies it among the query's operators.
 func WithWatermark[T any](b *Batch, op int64, in *dataset.Dataset[T], eventTime func(T) time.Time, delay time.Duration) (*dataset.Dataset[T], error) {
 	if delay < 0 {
 		return nil, fmt.Errorf("stream: watermark delay of operator %d is %v; it must not be negative", op, delay)
@@ -191,9 +193,36 @@ func WithWatermark[T any](b *Batch, op int64, in *dataset.Dataset[T], eventTime 
 	if err := b.register(OperatorInfo{ID: op, Kind: watermarkKind, WatermarkDelay: &delayMs}); err != nil {
 		return nil, err
 	}
-	return dataset.Map(in, func(t T) T {
-		b.observeEventTime(op, eventTime(t).UnixMilli())
-		return t
+	return dataset.MapPartitions(in, func(ctx context.Context, part int, recs iter.Seq2[T, error]) iter.Seq2[T, error] {
+		return func(yield func(T, error) bool) {
+			maxSeen := int64(math.MinInt64)
+			aside := b.setAside(op, part)
+			defer func() {
+				if maxSeen != math.MinInt64 {
+					b.observeEventTime(op, maxSeen)
+				}
+				aside.done()
+			}()
+			for t, err := range recs {
+				if err != nil {
+					yield(t, err)
+					return
+				}
+				if et := eventTime(t); et.IsZero() {
+					if err := aside.zeroEventTime(t); err != nil {
+						var zero T
+						yield(zero, err)
+						return
+					}
+					continue
+				} else {
+					maxSeen = max(maxSeen, et.UnixMilli())
+				}
+				if !yield(t, nil) {
+					return
+				}
+			}
+		}
 	}), nil
 }
 

@@ -22,8 +22,25 @@ func statefulOp[In, Out any](b *Batch, op int64, schema state.Schema, in *datase
 	fn func(ctx context.Context, st state.Store, recs iter.Seq2[In, error]) ([]Out, error)) *dataset.Dataset[Out] {
 	out := dataset.MapPartitions(in, func(ctx context.Context, part int, recs iter.Seq2[In, error]) iter.Seq2[Out, error] {
 		return func(yield func(Out, error) bool) {
+			// A failure of the input (the source, an operator upstream) is
+			// passed on as it is: it is not this operator's.
+			var inErr error
+			input := func(yield func(In, error) bool) {
+				for r, err := range recs {
+					if err != nil {
+						inErr = err
+					}
+					if !yield(r, err) || err != nil {
+						return
+					}
+				}
+			}
 			outs, err := withStore(ctx, b, storeKey{op, part}, schema, func(st state.Store) ([]Out, error) {
-				return fn(ctx, st, recs)
+				outs, err := fn(ctx, st, input)
+				if err != nil && inErr != nil {
+					return nil, &inputFailure{inErr}
+				}
+				return outs, err
 			})
 			if err != nil {
 				var zero Out
@@ -47,26 +64,37 @@ func statefulOp[In, Out any](b *Batch, op int64, schema state.Schema, in *datase
 // withStore opens the store of k at the batch's version, runs fn, and
 // commits, recording the store's figures for the batch's progress.
 func withStore[Out any](ctx context.Context, b *Batch, k storeKey, schema state.Schema, fn func(st state.Store) ([]Out, error)) ([]Out, error) {
+	fail := func(doing string, err error) error {
+		if ie, ok := err.(*inputFailure); ok {
+			return ie.err
+		}
+		return &OperatorError{Batch: b.ID, Operator: k.op, Kind: b.kind(k.op), Partition: k.part, Doing: doing, Err: err}
+	}
 	p, err := b.stores.get(ctx, k, schema)
 	if err != nil {
-		return nil, err
+		return nil, fail("open state", err)
 	}
 	st, err := p.GetStore(ctx, b.ID)
 	if err != nil {
-		return nil, fmt.Errorf("stream: batch %d: state of operator %d, partition %d: %w", b.ID, k.op, k.part, err)
+		return nil, fail(fmt.Sprintf("open state at version %d", b.ID), err)
 	}
 	defer st.Abort() // no-op after Commit
 	outs, err := fn(st)
 	if err != nil {
-		return nil, fmt.Errorf("stream: batch %d: operator %d, partition %d: %w", b.ID, k.op, k.part, err)
+		return nil, fail("process records", err)
 	}
 	m := st.Metrics()
 	start := time.Now()
 	defer func() { b.commitNanos.Add(int64(time.Since(start))) }()
 	if _, err := st.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("stream: batch %d: commit state of operator %d, partition %d: %w", b.ID, k.op, k.part, err)
+		return nil, fail(fmt.Sprintf("commit state version %d", b.ID+1), err)
 	}
 	m.BytesWritten = st.Metrics().BytesWritten
 	b.markCommitted(k, m)
 	return outs, nil
 }
+
+// inputFailure marks the failure of an operator's input.
+type inputFailure struct{ err error }
+
+func (e *inputFailure) Error() string { return e.err.Error() }

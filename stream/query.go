@@ -11,7 +11,10 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairn-data/cairn/dataset"
@@ -47,7 +50,9 @@ type Options struct {
 	// spark.sql.shuffle.partitions, which is pinned the same way.
 	Partitions int
 	// StateProvider names the state store provider. Pinned. Default
-	// "memstate". Spark: spark.sql.streaming.stateStore.providerClass.
+	// "memstate". It must be registered when Start is called: "pebble"
+	// needs import _ "github.com/cairn-data/cairn/state/pebblestate".
+	// Spark: spark.sql.streaming.stateStore.providerClass.
 	StateProvider string
 	// Trigger says when batches run. Default: one after another, as fast
 	// as possible, until the context is cancelled.
@@ -67,7 +72,28 @@ type Options struct {
 	LeaseTTL time.Duration
 	// Logger receives one progress record per batch. Default slog.Default().
 	Logger *slog.Logger
+	// LateRows, if set, receives the rows that operators set aside: rows
+	// later than the watermark, and records with a zero event time (see
+	// LateRow). Each batch's are written with the batch ID after the
+	// batch's output and before its commit, so a sink idempotent by batch
+	// (a FileSink[LateRow]) holds each exactly once; a batch with none
+	// writes an empty batch. Not pinned. Default nil: late rows are
+	// dropped, as in Spark, and only counted (BatchProgress.LateRows, per
+	// operator in OperatorProgress), and a zero event time fails the
+	// batch. Flink: a side output for late data (sideOutputLateData).
+	LateRows Sink[LateRow]
+	// LateWarnFraction: when an operator drops more than this fraction of
+	// a batch's input rows as late, the batch logs a WARN naming the
+	// operator and the watermark. Default 0.01 (1%): a well-set watermark
+	// delay leaves stragglers only, far below that, while a delay that is
+	// too short or a source that went back in time makes it clear at once;
+	// every late row is counted in the progress in any case. Negative:
+	// never warn. Spark and Flink only count late rows.
+	LateWarnFraction float64
 }
+
+// DefaultLateWarnFraction is the default of Options.LateWarnFraction.
+const DefaultLateWarnFraction = 0.01
 
 // Trigger says when a query runs its batches.
 type Trigger struct {
@@ -78,8 +104,14 @@ type Trigger struct {
 	// Trigger.AvailableNow).
 	UntilIdle bool
 	// Drain is UntilIdle, and then one last batch with the watermark at
-	// infinity, so that every open window fires, before the query stops.
-	// A drained query treats any later input as late.
+	// infinity, so that every open window fires, before the query stops
+	// (Flink: stop with drain). A drained query is finished, as a drained
+	// Flink job is: its checkpoint location is sealed. A later Start that
+	// finds new input in the source refuses with a *DrainedError, since
+	// every new row would be later than the watermark; a later Start that
+	// finds none runs nothing and Run returns nil. Jobs run on a schedule
+	// over input that keeps arriving use UntilIdle, and drain only once
+	// the input has ended for good.
 	Drain bool
 }
 
@@ -96,6 +128,9 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.LateWarnFraction == 0 {
+		o.LateWarnFraction = DefaultLateWarnFraction
+	}
 	return o
 }
 
@@ -110,8 +145,26 @@ func (o Options) Validate() error {
 		return fmt.Errorf("stream: Options.RetainBatches is %d; it must be positive (default 100)", o.RetainBatches)
 	case o.MaxOffsetsPerPartition < 0:
 		return fmt.Errorf("stream: Options.MaxOffsetsPerPartition is %d; it must be positive, or 0 for no limit", o.MaxOffsetsPerPartition)
+	case math.IsNaN(o.LateWarnFraction):
+		return errors.New("stream: Options.LateWarnFraction is NaN; give a fraction of the input (default 0.01), or a negative value for no warning")
+	case o.StateProvider != "" && !slices.Contains(state.Providers(), o.StateProvider):
+		return fmt.Errorf("stream: Options.StateProvider is %q, which this program does not register (registered: %s); %s",
+			o.StateProvider, strings.Join(state.Providers(), ", "), providerHint(o.StateProvider))
 	}
 	return nil
+}
+
+// providerPackages are the import paths of cairn's state providers.
+var providerPackages = map[string]string{
+	"memstate": "github.com/cairn-data/cairn/state/memstate",
+	"pebble":   "github.com/cairn-data/cairn/state/pebblestate",
+}
+
+func providerHint(name string) string {
+	if pkg, ok := providerPackages[name]; ok {
+		return fmt.Sprintf("import its package for its side effect: import _ %q", pkg)
+	}
+	return "import the package that registers it (cairn's own are " + providerPackages["memstate"] + " and " + providerPackages["pebble"] + "), or correct the name"
 }
 
 // Pinned are the settings recorded at a query's first start and checked
@@ -240,7 +293,84 @@ func Start[In, Out any](ctx context.Context, src Source[In], plan Plan[In, Out],
 		q.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
+	if err := q.checkSealed(ctx); err != nil {
+		q.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
 	return q, nil
+}
+
+// DrainedError reports new input for a query that was drained: a drained
+// query is finished (see Trigger.Drain).
+type DrainedError struct {
+	Location string
+	Source   string
+	// Batch is the last batch of the query, the drain batch, run with the
+	// watermark at infinity.
+	Batch int64
+	// Drained is when the drain batch was committed.
+	Drained time.Time
+}
+
+func (e *DrainedError) Error() string {
+	return fmt.Sprintf("stream: the query in %s was drained by batch %d at %s (Trigger.Drain: every window closed, the watermark is at infinity), "+
+		"and source %s has new input since; a drained query is finished and would drop every new row as late. "+
+		"To process input that keeps arriving, run scheduled jobs with Trigger.UntilIdle and drain only when the input has ended for good; "+
+		"to process this input, start a new query with a new checkpoint location (and a new output)",
+		e.Location, e.Batch, e.Drained.UTC().Format(time.RFC3339), e.Source)
+}
+
+// ErrDrained matches every *DrainedError.
+var ErrDrained = errors.New("stream: the query was drained")
+
+// Is reports whether target is ErrDrained.
+func (e *DrainedError) Is(target error) bool { return target == ErrDrained }
+
+// sealed reports whether the query's last batch, committed, was a drain
+// batch. (Checkpoints of cairn before sealing may hold batches after the
+// drain, run with the watermark still at infinity: sealed too.)
+func (q *Query[In, Out]) sealed() bool {
+	return !q.pending && q.lastOffsets != nil && q.lastOffsets.Watermark == math.MaxInt64
+}
+
+func (q *Query[In, Out]) drainedError() error {
+	e := &DrainedError{Location: q.st.Location(), Source: q.src.Identity(), Batch: q.lastOffsets.Batch,
+		Drained: time.UnixMilli(q.lastOffsets.Timestamp)}
+	if c := q.lastCommit; c != nil && c.Batch == e.Batch {
+		e.Drained = time.UnixMilli(c.Committed)
+	}
+	return e
+}
+
+// checkSealed refuses, at Start, a drained query whose source has new
+// input. (A pending drain batch is replayed first: it is part of the
+// drain.)
+func (q *Query[In, Out]) checkSealed(ctx context.Context) error {
+	if !q.sealed() {
+		return nil
+	}
+	avail, err := q.src.Available(ctx)
+	if err != nil {
+		return fmt.Errorf("stream: source %s: %w", q.src.Identity(), err)
+	}
+	if newInput(q.lastOffsets.End, avail) {
+		return q.drainedError()
+	}
+	return nil
+}
+
+// newInput reports whether avail is past end in some partition (or has
+// other partitions, which nextBatch refuses on its own).
+func newInput(end, avail Offsets) bool {
+	if len(end) != len(avail) {
+		return true
+	}
+	for p := range avail {
+		if avail[p] > end[p] {
+			return true
+		}
+	}
+	return false
 }
 
 func (q *Query[In, Out]) open(ctx context.Context) error {
@@ -314,6 +444,9 @@ func fingerprint(ops []OperatorInfo) string {
 func (q *Query[In, Out]) checkMetadata(ctx context.Context, want Pinned) (Metadata, error) {
 	m, err := ReadMetadata(ctx, q.st)
 	if errors.Is(err, storage.ErrNotFound) {
+		if err := q.checkNoQueryObjects(ctx); err != nil {
+			return Metadata{}, err
+		}
 		var id [16]byte
 		rand.Read(id[:])
 		m := Metadata{QueryID: hex.EncodeToString(id[:]), Created: time.Now().UTC(), CairnVersion: Version, Pinned: want}
@@ -348,6 +481,30 @@ func (q *Query[In, Out]) checkMetadata(ctx context.Context, want Pinned) (Metada
 	return m, nil
 }
 
+// ErrMetadataMissing matches the error of a Start on a checkpoint location
+// that holds a query's logs or state but not its metadata object.
+var ErrMetadataMissing = errors.New("stream: the checkpoint location has no metadata object but holds a query's logs")
+
+// checkNoQueryObjects is called when the metadata object is missing: a
+// new query may start only in a location that holds no other query's
+// objects (its logs, state or source log). Starting a new query ID over
+// old logs would mix two queries' batches.
+func (q *Query[In, Out]) checkNoQueryObjects(ctx context.Context) error {
+	for _, prefix := range []string{OffsetsLog + "/", CommitsLog + "/", "state/", "sources/"} {
+		objs, err := q.st.List(ctx, prefix)
+		if err != nil {
+			return fmt.Errorf("stream: %s has no %s object; check that it holds no other query's objects: %w", q.st.Location(), MetadataObject, err)
+		}
+		if len(objs) > 0 {
+			return fmt.Errorf("%w: %s has no %q object (the query ID and pinned settings), yet it holds %s and %d more objects under %s: "+
+				"it is the checkpoint of a query whose metadata was deleted or lost, and starting would begin a new query over its logs. "+
+				"Restore %q from a copy of the location to resume that query, or give a new, empty checkpoint location to start a new one",
+				ErrMetadataMissing, q.st.Location(), MetadataObject, objs[0].Name, len(objs)-1, prefix, MetadataObject)
+		}
+	}
+	return nil
+}
+
 // Metadata returns the query's ID and pinned settings.
 func (q *Query[In, Out]) Metadata() Metadata { return q.meta }
 
@@ -359,6 +516,14 @@ func (q *Query[In, Out]) Run(ctx context.Context) error {
 		ran, err := q.RunBatch(ctx)
 		if err != nil {
 			return err
+		}
+		if q.sealed() {
+			// The drain batch ran (or had run): the query is finished,
+			// whatever the trigger.
+			if !ran {
+				q.opts.Logger.Info("stream: the query was drained; nothing new to process", "location", q.st.Location(), "drain_batch", q.lastOffsets.Batch)
+			}
+			return q.writer.flush()
 		}
 		if !ran && (q.opts.Trigger.UntilIdle || q.opts.Trigger.Drain) {
 			return q.writer.flush() // done only once the last commit entry is durable
@@ -418,11 +583,24 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 	if countsDead {
 		deadBefore = dlc.DeadLetters()
 	}
+	// Records are counted as the source emits them, per partition, and a
+	// partition read again (a sink that computes the batch twice) replaces
+	// its count: input_rows is what one read of the batch gave.
+	read := make([]atomic.Int64, len(entry.End))
 	in := dataset.FromFunc(q.session, fmt.Sprintf("Source %s batch %d", q.src.Identity(), entry.Batch), len(entry.End),
 		func(ctx context.Context, part int, emit func(In) error) error {
-			return q.src.Read(ctx, part, entry.Start[part], entry.End[part], emit)
+			var n int64
+			err := q.src.Read(ctx, part, entry.Start[part], entry.End[part], func(r In) error {
+				n++
+				return emit(r)
+			})
+			if err == nil {
+				read[part].Store(n)
+			}
+			return err
 		})
-	b := &Batch{ID: entry.Batch, partitions: q.opts.Partitions, stores: q.stores, watermark: entry.Watermark, timestamp: entry.Timestamp}
+	b := &Batch{ID: entry.Batch, partitions: q.opts.Partitions, stores: q.stores, watermark: entry.Watermark, timestamp: entry.Timestamp,
+		keepAside: q.opts.LateRows != nil}
 	defer b.end()
 	out, err := q.plan(b, in)
 	if err != nil {
@@ -430,7 +608,13 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 	}
 	sinkStart := time.Now()
 	if err := q.sink.AddBatch(ctx, entry.Batch, out); err != nil {
-		return false, fmt.Errorf("stream: batch %d: sink %s: %w", entry.Batch, q.sink.Identity(), err)
+		return false, sinkError(entry.Batch, "sink "+q.sink.Identity(), err)
+	}
+	if q.opts.LateRows != nil {
+		rows := dataset.FromSlice(q.session, b.asideRows(), 1)
+		if err := q.opts.LateRows.AddBatch(ctx, entry.Batch, rows); err != nil {
+			return false, fmt.Errorf("stream: batch %d: write its late rows to Options.LateRows, sink %s: %w", entry.Batch, q.opts.LateRows.Identity(), err)
+		}
 	}
 	p.Phases.Sink = time.Since(sinkStart)
 	p.Phases.Execute = time.Since(phase)
@@ -460,15 +644,60 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 	}
 	p.Phases.CommitLog = time.Since(phase)
 	p.MetadataQueue = q.writer.depth()
-	for i, s := range entry.Start {
-		p.InputRows += entry.End[i] - s
+	for i := range read {
+		p.InputRows += read[i].Load()
 	}
 	p.Duration = time.Since(p.Started)
-	p.State = b.stateMetrics()
+	p.State = b.operatorProgress()
 	p.Watermark = entry.Watermark
-	p.LateRows = b.lateRows.Load()
+	for _, o := range p.State {
+		p.LateRows += o.LateRows
+		p.BadRows += o.BadRows
+	}
 	q.record(p)
+	q.warnSetAside(p)
 	return true, nil
+}
+
+// sinkError reports a sink's failure; an operator's failure that surfaced
+// there is reported as the operator's.
+func sinkError(batch int64, sink string, err error) error {
+	var oe *OperatorError
+	if errors.As(err, &oe) {
+		return &surfacedError{op: oe, via: sink, err: err}
+	}
+	return fmt.Errorf("stream: batch %d: %s: %w", batch, sink, err)
+}
+
+// warnSetAside logs a WARN for each operator that dropped more than
+// Options.LateWarnFraction of the batch's input as late, and for each that
+// set aside records with a zero event time.
+func (q *Query[In, Out]) warnSetAside(p BatchProgress) {
+	for _, o := range p.State {
+		if frac := q.opts.LateWarnFraction; o.LateRows > 0 && frac >= 0 && float64(o.LateRows) > frac*float64(p.InputRows) {
+			route := "they were dropped; set Options.LateRows to keep them"
+			if q.opts.LateRows != nil {
+				route = "they went to Options.LateRows, sink " + q.opts.LateRows.Identity()
+			}
+			q.opts.Logger.Warn(fmt.Sprintf("stream: operator %d (%s) dropped %d of the batch's %d input rows as later than the watermark %s; "+
+				"%s. If rows are not meant to be this late, raise the operator's watermark delay (pinned: with a new checkpoint location)",
+				o.Operator, o.Kind, o.LateRows, p.InputRows, watermarkString(p.Watermark), route),
+				"batch", p.Batch, "operator", o.Operator, "kind", o.Kind, "late_rows", o.LateRows, "input_rows", p.InputRows,
+				"watermark", watermarkString(p.Watermark), "warn_fraction", frac)
+		}
+		if o.BadRows > 0 {
+			q.opts.Logger.Warn(fmt.Sprintf("stream: operator %d (%s) set aside %d records with a zero event time; they went to Options.LateRows, sink %s",
+				o.Operator, o.Kind, o.BadRows, q.opts.LateRows.Identity()),
+				"batch", p.Batch, "operator", o.Operator, "kind", o.Kind, "bad_rows", o.BadRows)
+		}
+	}
+}
+
+func watermarkString(ms int64) string {
+	if ms == math.MaxInt64 {
+		return "infinity (drain)"
+	}
+	return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano)
 }
 
 // recoverPosition reads, at start, where the logs stand: the last batch
@@ -507,6 +736,7 @@ func (q *Query[In, Out]) nextBatch(ctx context.Context) (*OffsetsEntry, bool, er
 	if q.pending {
 		return q.lastOffsets, true, nil
 	}
+	sealed := q.sealed()
 	prev := q.lastOffsets
 	var prevCommit CommitEntry
 	if q.lastCommit != nil {
@@ -536,6 +766,9 @@ func (q *Query[In, Out]) nextBatch(ctx context.Context) (*OffsetsEntry, bool, er
 		}
 		next.End[p] = end
 		more = more || end > next.Start[p]
+	}
+	if more && sealed {
+		return nil, false, q.drainedError()
 	}
 	if !more {
 		if q.opts.Trigger.Drain && prev != nil && prev.Watermark != math.MaxInt64 {

@@ -74,7 +74,10 @@ type windowKey[K comparable] struct {
 // the window's end, and the window then leaves the state. The watermark
 // of the query moves to the greatest event time seen minus delay, at the
 // end of each batch; a record whose every window has already closed is
-// late: it is dropped and counted in the batch's progress (LateRows).
+// late: it is dropped and counted in the batch's progress (LateRows), and
+// written to Options.LateRows if set. A record whose event time is zero
+// (time.Time{}) fails the batch with an *OperatorError naming it, or,
+// with Options.LateRows, goes there and is counted as a bad row.
 // State store keys put the window start first, so closing windows is an
 // ordered scan of the oldest ones.
 func WindowAggregate[T any, K comparable, V any](b *Batch, op int64, in *dataset.Dataset[T], w Window, delay time.Duration,
@@ -99,17 +102,27 @@ func WindowAggregate[T any, K comparable, V any](b *Batch, op int64, in *dataset
 	assigned := dataset.MapPartitions(in, func(ctx context.Context, part int, recs iter.Seq2[T, error]) iter.Seq2[dataset.Pair[windowKey[K], V], error] {
 		return func(yield func(dataset.Pair[windowKey[K], V], error) bool) {
 			maxSeen := int64(math.MinInt64)
+			aside := b.setAside(op, part)
 			defer func() {
 				if maxSeen != math.MinInt64 {
 					b.observeEventTime(op, maxSeen)
 				}
+				aside.done()
 			}()
 			for t, err := range recs {
 				if err != nil {
 					yield(dataset.Pair[windowKey[K], V]{}, err)
 					return
 				}
-				ms := eventTime(t).UnixMilli()
+				et := eventTime(t)
+				if et.IsZero() {
+					if err := aside.zeroEventTime(t); err != nil {
+						yield(dataset.Pair[windowKey[K], V]{}, err)
+						return
+					}
+					continue
+				}
+				ms := et.UnixMilli()
 				maxSeen = max(maxSeen, ms)
 				late, stopped := true, false
 				w.eachStart(ms, func(s int64) bool {
@@ -124,7 +137,7 @@ func WindowAggregate[T any, K comparable, V any](b *Batch, op int64, in *dataset
 					return
 				}
 				if late {
-					b.lateRows.Add(1)
+					aside.lateRow(t, ms)
 				}
 			}
 		}

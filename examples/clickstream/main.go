@@ -25,8 +25,8 @@ func main() {
 	flag.StringVar(&o.Checkpoint, "checkpoint", "", "checkpoint location `URL` or path (required)")
 	trigger := flag.Duration("trigger", 0, "start a batch at most every `DURATION` (0: as fast as possible)")
 	flag.IntVar(&o.MaxFilesPerBatch, "max-files-per-batch", 0, "take at most `N` new files per batch (0: all)")
-	untilIdle := flag.Bool("until-idle", false, "process what is there, then stop")
-	drain := flag.Bool("drain", false, "process what is there, close every open window, then stop")
+	untilIdle := flag.Bool("until-idle", false, "process what is there, then stop; windows stay open for the next run (use this for scheduled runs)")
+	drain := flag.Bool("drain", false, "process what is there, close every open window, then stop for good: the checkpoint is sealed, and a later run that finds new input refuses (use -until-idle for scheduled runs; a new -checkpoint to process more)")
 	flag.StringVar(&o.StateProvider, "state", "memory", "state store provider: memory, or pebble (state larger than memory, in a local Pebble database)")
 	flag.Parse()
 	if o.Input == "" || o.Output == "" || o.Checkpoint == "" || flag.NArg() > 0 {
