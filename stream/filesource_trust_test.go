@@ -304,7 +304,9 @@ func TestFileSourceCompactionIsChecked(t *testing.T) {
 }
 
 // identity is the plan of the decision tests: the input as it is.
-func identity(b *Batch, in *dataset.Dataset[fileEvent]) (*dataset.Dataset[fileEvent], error) { return in, nil }
+func identity(b *Batch, in *dataset.Dataset[fileEvent]) (*dataset.Dataset[fileEvent], error) {
+	return in, nil
+}
 
 // fsRunQuery runs the identity query over dir until idle.
 func fsRunQuery(t *testing.T, dir string, st storage.Storage, sink *MemorySink[fileEvent]) error {
