@@ -28,7 +28,9 @@ func runFileQuery(t *testing.T, in, ckpt string) ([]string, error) {
 		t.Fatal(err)
 	}
 	sink := stream.NewMemorySink[sourceEvent]("out")
-	plan := func(b *stream.Batch, d *dataset.Dataset[sourceEvent]) (*dataset.Dataset[sourceEvent], error) { return d, nil }
+	plan := func(b *stream.Batch, d *dataset.Dataset[sourceEvent]) (*dataset.Dataset[sourceEvent], error) {
+		return d, nil
+	}
 	q, err := stream.Start(ctx, src, plan, sink, stream.Options{Checkpoint: ckpt, Partitions: 1,
 		Trigger: stream.Trigger{UntilIdle: true}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

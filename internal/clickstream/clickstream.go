@@ -73,7 +73,7 @@ type Options struct {
 	// aside (stream.FileSourceOptions.DeadLetterLocation); "" fails the job
 	// on the first of them, naming the file and line.
 	DeadLetter string
-	Logger                    *slog.Logger // per-batch progress; default slog.Default()
+	Logger     *slog.Logger // per-batch progress; default slog.Default()
 }
 
 // Run runs the job until the trigger stops it or ctx is cancelled.
