@@ -48,7 +48,7 @@ cairn demo
 cairn demo --dir /tmp/cairn-demo
 cairn sink read /tmp/cairn-demo/output | head`,
 		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&dir, "dir", "", "keep everything under `DIR` (DIR/input, DIR/output, DIR/checkpoint); default: a temporary directory, removed at the end")
+			fs.StringVar(&dir, "dir", "", "keep everything under `DIR` (DIR/input, DIR/output, DIR/checkpoint, DIR/dead-letter); default: a temporary directory, removed at the end")
 			fs.Uint64Var(&seed, "seed", 0, "`SEED` of the events and the kill points, to replay a run (default: random)")
 			fs.IntVar(&files, "files", 144, "input files, `N` of them over the day")
 			fs.IntVar(&perFile, "per-file", 300, "events per file (`N`)")
@@ -80,6 +80,7 @@ line a committed batch. Not meant to be run by hand.`,
 			fs.StringVar(&o.Checkpoint, "checkpoint", "", "checkpoint `DIR`")
 			fs.IntVar(&o.MaxFilesPerBatch, "max-files-per-batch", 4, "files per batch (`N`)")
 			fs.BoolVar(&drain, "drain", false, "drain and stop")
+			fs.StringVar(&o.DeadLetter, "dead-letter", "", "dead-letter `DIR` for bad input lines and files")
 		},
 		run: func(ctx context.Context, c *cli, inv *invocation) error {
 			o.Trigger = stream.Trigger{Drain: drain}
@@ -106,7 +107,7 @@ func startJob(ctx context.Context, in, out, ckpt string, drain bool) (*jobRun, e
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"demo-job", "--input", in, "--output", out, "--checkpoint", ckpt}
+	args := []string{"demo-job", "--input", in, "--output", out, "--checkpoint", ckpt, "--dead-letter", filepath.Join(filepath.Dir(ckpt), "dead-letter")}
 	if drain {
 		args = append(args, "--drain")
 	}

@@ -1,8 +1,9 @@
 // Command cairn runs the demo job of cairn and looks into checkpoint
 // locations: it verifies every byte of one, describes what it holds,
 // cleans up what a stopped streaming query no longer needs, prints the
-// contents of a state store version or of a file sink, and lists and
-// garbage-collects the runs of a resumable batch pipeline.
+// contents of a state store version or of a file sink, lists and
+// garbage-collects the runs of a resumable batch pipeline, and lets an
+// operator skip, or read again, an input file of a streaming query.
 //
 // # Commands
 //
@@ -90,6 +91,17 @@
 // lost it: the next run recomputes that stage. The way out when a run
 // stops on a damaged stage object (the error suggests it), and a drill.
 //
+//	cairn source skip DIR FILE
+//	cairn source reread DIR FILE
+//
+// Record, in the checkpoint location DIR of a stopped streaming query over
+// a file source, that the source skips FILE, a file it has taken, or reads
+// it again as it is now (after a fix). The decision is kept in the
+// checkpoint (sources/0/decisions/), so every replay follows it, and never
+// changes what a committed batch read: a file of a committed batch cannot
+// be skipped, and one re-read is taken again as a new file. Both take the
+// location's writer lease and refuse while the query runs.
+//
 //	cairn version
 //	cairn help [COMMAND]
 //
@@ -108,6 +120,7 @@
 //	go run ./cmd/cairn state read /tmp/cairn-demo/checkpoint --operator 0 --partition 0 --version 950
 //	go run ./cmd/cairn pipeline status /tmp/etl/checkpoint
 //	go run ./cmd/cairn pipeline gc /tmp/etl/checkpoint --older-than 168h --dry-run
+//	go run ./cmd/cairn source skip /tmp/clicks/checkpoint clicks-00042.jsonl
 //
 // # Why the standard flag package
 //

@@ -81,6 +81,8 @@ func commands() []*command {
 		pipelineStatusCommand(),
 		pipelineGCCommand(),
 		pipelineDropStageCommand(),
+		sourceSkipCommand(),
+		sourceRereadCommand(),
 		versionCommand(),
 	}
 }

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -28,10 +29,15 @@ func main() {
 	untilIdle := flag.Bool("until-idle", false, "process what is there, then stop; windows stay open for the next run (use this for scheduled runs)")
 	drain := flag.Bool("drain", false, "process what is there, close every open window, then stop for good: the checkpoint is sealed, and a later run that finds new input refuses (use -until-idle for scheduled runs; a new -checkpoint to process more)")
 	flag.StringVar(&o.StateProvider, "state", "memory", "state store provider: memory, or pebble (state larger than memory, in a local Pebble database)")
+	flag.StringVar(&o.DeadLetter, "dead-letter", "", "set bad input lines, and input files that cannot be read as JSONL, aside in `DIR` (one <file>.jsonl each) and go on; default: stop at the first, naming the file and line")
 	flag.Parse()
 	if o.Input == "" || o.Output == "" || o.Checkpoint == "" || flag.NArg() > 0 {
-		fmt.Fprintln(os.Stderr, "usage: clickstream -input DIR -output DIR -checkpoint URL [-trigger D] [-max-files-per-batch N] [-until-idle] [-drain] [-state memory|pebble]")
+		fmt.Fprintln(os.Stderr, "usage: clickstream -input DIR -output DIR -checkpoint URL [-trigger D] [-max-files-per-batch N] [-until-idle] [-drain] [-state memory|pebble] [-dead-letter DIR]")
 		os.Exit(2)
+	}
+	if fi, err := os.Stat(o.Input); err != nil || !fi.IsDir() {
+		fmt.Fprintf(os.Stderr, "clickstream: -input %s: not a directory (%v); give the directory the click files arrive in\n", o.Input, errOrNotDir(err))
+		os.Exit(1)
 	}
 	o.Trigger = stream.Trigger{Interval: *trigger, UntilIdle: *untilIdle, Drain: *drain}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -42,4 +48,11 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "clickstream: done in %v\n", time.Since(start).Round(time.Millisecond))
+}
+
+func errOrNotDir(err error) error {
+	if err != nil {
+		return err
+	}
+	return errors.New("it is a file")
 }

@@ -68,12 +68,18 @@ type Options struct {
 	Trigger                   stream.Trigger
 	MaxFilesPerBatch          int
 	StateProvider             string
-	Logger                    *slog.Logger // per-batch progress; default slog.Default()
+	// DeadLetter is the directory (or storage URL) where input lines that
+	// do not decode, and input files that cannot be decoded at all, are set
+	// aside (stream.FileSourceOptions.DeadLetterLocation); "" fails the job
+	// on the first of them, naming the file and line.
+	DeadLetter string
+	Logger     *slog.Logger // per-batch progress; default slog.Default()
 }
 
 // Run runs the job until the trigger stops it or ctx is cancelled.
 func Run(ctx context.Context, o Options) error {
-	src, err := stream.NewFileSource[Event](o.Input, stream.FileSourceOptions{Format: "jsonl", MaxFilesPerBatch: o.MaxFilesPerBatch})
+	src, err := stream.NewFileSource[Event](o.Input, stream.FileSourceOptions{Format: "jsonl", MaxFilesPerBatch: o.MaxFilesPerBatch,
+		DeadLetterLocation: o.DeadLetter, Logger: o.Logger})
 	if err != nil {
 		return err
 	}
