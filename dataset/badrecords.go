@@ -28,6 +28,23 @@ type ReadOptions struct {
 	// (json.Decoder.DisallowUnknownFields). Default false: unknown fields
 	// are ignored, as encoding/json does. Only ReadJSONL uses it.
 	Strict bool
+	// Required names fields of T that every record must have, as the
+	// struct tag `cairn:"required"` does, for types you cannot tag: each
+	// name is a Go field name of T or the name the format gives the field
+	// (JSON key, CSV column, Parquet column). A name that is not a field of
+	// T is an error when the source is made. Default none. See the package
+	// documentation, "Bad records", for what "missing" means per format.
+	// Spark: a non-nullable field of the schema (StructField nullable=false).
+	Required []string
+	// AllowInvalidUTF8 accepts text that is not valid UTF-8, with each
+	// invalid byte replaced by U+FFFD, as encoding/json does in JSON
+	// strings: in JSONL, anywhere in the line; in CSV, in any field; in
+	// Parquet, in any string of T (top-level or nested). Two values that
+	// differ only in their invalid bytes then read as the same string.
+	// Default false: a record with invalid UTF-8 is a bad record naming the
+	// file, line (or row group and row) and field. Spark reads invalid
+	// bytes as U+FFFD without a word.
+	AllowInvalidUTF8 bool
 }
 
 func (o ReadOptions) maxSamples() int {

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/format"
@@ -45,8 +46,12 @@ func ReadJSONL[T any](s *Session, pattern string, opts ReadOptions) (*Dataset[T]
 	if err != nil {
 		return nil, err
 	}
+	checks, err := newRecordChecks("ReadJSONL", reflect.TypeFor[T](), "jsonl", opts, nil, nil)
+	if err != nil {
+		return nil, err
+	}
 	return fileSource(s, "ReadJSONL", pattern, files, opts, func(ctx context.Context, file string, t *passTally, emit func(T) error) error {
-		return readJSONLFile(ctx, file, opts.Strict, t, emit)
+		return readJSONLFile(ctx, file, checks, t, emit)
 	}), nil
 }
 
@@ -78,13 +83,17 @@ func ReadCSV[T any](s *Session, pattern string, opts ReadOptions) (*Dataset[T], 
 	if err != nil {
 		return nil, err
 	}
+	checks, err := newRecordChecks("ReadCSV", reflect.TypeFor[T](), "csv", opts, specs, nil)
+	if err != nil {
+		return nil, err
+	}
 	for _, file := range files {
 		if err := checkCSVHeader(file, specs); err != nil {
 			return nil, err
 		}
 	}
 	return fileSource(s, "ReadCSV", pattern, files, opts, func(ctx context.Context, file string, t *passTally, emit func(T) error) error {
-		return readCSVFile(ctx, file, specs, t, emit)
+		return readCSVFile(ctx, file, specs, checks, t, emit)
 	}), nil
 }
 
@@ -121,13 +130,17 @@ func ReadParquet[T any](s *Session, pattern string, opts ReadOptions) (*Dataset[
 	if err != nil {
 		return nil, err
 	}
+	checks, err := newRecordChecks("ReadParquet", reflect.TypeFor[T](), "parquet", opts, nil, want)
+	if err != nil {
+		return nil, err
+	}
 	for _, file := range files {
 		if err := checkParquetFile(file, want); err != nil {
 			return nil, err
 		}
 	}
 	return fileSource(s, "ReadParquet", pattern, files, opts, func(ctx context.Context, file string, t *passTally, emit func(T) error) error {
-		return readParquetFile(ctx, file, want, t, emit)
+		return readParquetFile(ctx, file, want, checks, t, emit)
 	}), nil
 }
 
@@ -183,7 +196,7 @@ func skipBOM(br *bufio.Reader) {
 
 // ---- JSONL ----
 
-func readJSONLFile[T any](ctx context.Context, file string, strict bool, t *passTally, emit func(T) error) error {
+func readJSONLFile[T any](ctx context.Context, file string, c *recordChecks, t *passTally, emit func(T) error) error {
 	f, err := os.Open(file)
 	if err != nil {
 		return fmt.Errorf("dataset: read %w", err)
@@ -216,7 +229,7 @@ func readJSONLFile[T any](ctx context.Context, file string, strict bool, t *pass
 		}
 		t.progress = line
 		if b = bytes.TrimSpace(b); len(b) > 0 {
-			rec, col, derr := decodeJSONLine[T](b, strict)
+			rec, col, derr := decodeJSONLine[T](b, c)
 			if derr != nil {
 				if err := t.bad(RecordError{File: file, Line: line, RowGroup: -1, Column: col, Err: derr}, 1); err != nil {
 					return err
@@ -234,26 +247,33 @@ func readJSONLFile[T any](ctx context.Context, file string, strict bool, t *pass
 
 var jsonNull = []byte("null")
 
-// decodeJSONLine decodes one line; on failure it also returns the field at
-// fault, when encoding/json names one.
-func decodeJSONLine[T any](b []byte, strict bool) (T, string, error) {
+// decodeJSONLine decodes one line and checks it (c); on failure it also
+// returns the field at fault, when it is known.
+func decodeJSONLine[T any](b []byte, c *recordChecks) (T, string, error) {
 	var rec T
 	if bytes.Equal(b, jsonNull) {
 		return rec, "", errors.New("null is not a record")
 	}
-	if !strict {
-		err := json.Unmarshal(b, &rec)
-		return rec, jsonField(err), err
+	if !c.allowInvalidUTF8 && !utf8.Valid(b) {
+		col, err := jsonInvalidUTF8(b)
+		return rec, col, err
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&rec); err != nil {
-		return rec, jsonField(err), err
+	if !c.strict {
+		if err := json.Unmarshal(b, &rec); err != nil {
+			return rec, jsonField(err), err
+		}
+	} else {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&rec); err != nil {
+			return rec, jsonField(err), err
+		}
+		if rest := bytes.TrimSpace(b[dec.InputOffset():]); len(rest) > 0 {
+			return rec, "", fmt.Errorf("invalid character %q after top-level value", rest[0])
+		}
 	}
-	if rest := bytes.TrimSpace(b[dec.InputOffset():]); len(rest) > 0 {
-		return rec, "", fmt.Errorf("invalid character %q after top-level value", rest[0])
-	}
-	return rec, "", nil
+	col, err := c.checkJSON(b, reflect.ValueOf(&rec).Elem())
+	return rec, col, err
 }
 
 // jsonField returns the field an encoding/json error is about, or "".
@@ -281,6 +301,10 @@ type csvSpec struct {
 	index  []int
 	typ    reflect.Type
 	decode func(s string, v reflect.Value) error
+	// required: an empty value is a bad record; why says what made the
+	// field required, for messages.
+	required bool
+	why      string
 }
 
 func (c csvSpec) matches(column string) bool {
@@ -447,7 +471,7 @@ func checkCSVHeader(file string, specs []csvSpec) error {
 	return f.Close()
 }
 
-func readCSVFile[T any](ctx context.Context, file string, specs []csvSpec, t *passTally, emit func(T) error) error {
+func readCSVFile[T any](ctx context.Context, file string, specs []csvSpec, c *recordChecks, t *passTally, emit func(T) error) error {
 	f, r, bind, err := openCSV(file, specs)
 	if err != nil {
 		return err
@@ -489,7 +513,11 @@ func readCSVFile[T any](ctx context.Context, file string, specs []csvSpec, t *pa
 		v := reflect.ValueOf(&rec).Elem()
 		var bad *RecordError
 		for _, b := range bind {
-			if err := b.spec.decode(row[b.col], v.FieldByIndex(b.spec.index)); err != nil {
+			val, err := c.csvValue(row[b.col], b)
+			if err == nil {
+				err = b.spec.decode(val, v.FieldByIndex(b.spec.index))
+			}
+			if err != nil {
 				bad = &RecordError{File: file, Line: int64(line), RowGroup: -1, Column: b.column, Err: err}
 				break
 			}
@@ -672,7 +700,7 @@ func logicalString(t parquet.Type) string {
 // checked between batches.
 const parquetReadBatch = checkEvery
 
-func readParquetFile[T any](ctx context.Context, file string, want *parquet.Schema, t *passTally, emit func(T) error) error {
+func readParquetFile[T any](ctx context.Context, file string, want *parquet.Schema, c *recordChecks, t *passTally, emit func(T) error) error {
 	f, pf, err := openParquet(file)
 	if err != nil {
 		return err
@@ -715,21 +743,74 @@ func readParquetFile[T any](ctx context.Context, file string, want *parquet.Sche
 	if err := open(0); err != nil {
 		return fmt.Errorf("dataset: %s: open a Parquet reader: %w", file, err)
 	}
+	// Rows where a required column is null, by row group: a row group's
+	// are found before any of its rows is read.
+	required := c.parquetColumns(pf.Schema())
+	nullsOf := -1
+	var nulls map[int64]requiredField
+
 	buf := make([]T, parquetReadBatch)
 	var pos int64 // rows delivered or skipped
+	// skipGroup makes the rest of row group g, from pos, a bad record.
+	skipGroup := func(g int, col string, cause error) error {
+		end := ends[g]
+		e := RecordError{File: file, RowGroup: g, Column: col,
+			Err: fmt.Errorf("rows %d to %d of the file: %w", pos, end-1, cause)}
+		if err := t.bad(e, end-pos); err != nil {
+			return err
+		}
+		pos = end
+		t.progress = pos
+		if pos < total {
+			if err := open(pos); err != nil {
+				return fmt.Errorf("dataset: %s: seek to row group %d: %w", file, g+1, err)
+			}
+		}
+		return nil
+	}
 	for pos < total {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		g := groupOf(pos)
+		if g != nullsOf {
+			var err error
+			nullsOf = g
+			if nulls, err = parquetNulls(groups[g], required); err != nil {
+				if err := skipGroup(g, parquetFailingColumn(groups[g]), err); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		start := ends[g] - groups[g].NumRows()
 		clear(buf) // Read reuses the slices and maps it finds in a slot: emitted records must keep theirs
 		var n int
 		rerr := catchPanic("malformed Parquet data", func() error {
 			var err error
-			n, err = r.Read(buf[:min(int64(len(buf)), total-pos)])
+			n, err = r.Read(buf[:min(int64(len(buf)), ends[g]-pos)]) // within g, whose nulls are known
 			return err
 		})
-		for _, rec := range buf[:n] {
-			if err := emit(rec); err != nil {
+		for i := range buf[:n] {
+			row := pos + int64(i)
+			if f, ok := nulls[row-start]; ok {
+				e := RecordError{File: file, RowGroup: g, Column: f.name,
+					Err: fmt.Errorf("row %d of the file: %w", row, missingFieldError([]string{f.name}, "null", f.why))}
+				if err := t.bad(e, 1); err != nil {
+					return err
+				}
+				continue
+			}
+			if len(c.texts) > 0 {
+				if col, err := c.checkParquetText(reflect.ValueOf(&buf[i]).Elem()); err != nil {
+					e := RecordError{File: file, RowGroup: g, Column: col, Err: fmt.Errorf("row %d of the file: %w", row, err)}
+					if err := t.bad(e, 1); err != nil {
+						return err
+					}
+					continue
+				}
+			}
+			if err := emit(buf[i]); err != nil {
 				return err
 			}
 		}
@@ -748,19 +829,8 @@ func readParquetFile[T any](ctx context.Context, file string, want *parquet.Sche
 		if rerr == io.EOF {
 			rerr = fmt.Errorf("the file ends at row %d, but its footer says %d rows", pos, total)
 		}
-		g := groupOf(pos)
-		end := ends[g]
-		e := RecordError{File: file, RowGroup: g, Column: parquetFailingColumn(groups[g]),
-			Err: fmt.Errorf("rows %d to %d of the file: %w", pos, end-1, rerr)}
-		if err := t.bad(e, end-pos); err != nil {
+		if err := skipGroup(groupOf(pos), parquetFailingColumn(groups[groupOf(pos)]), rerr); err != nil {
 			return err
-		}
-		pos = end
-		t.progress = pos
-		if pos < total {
-			if err := open(pos); err != nil {
-				return fmt.Errorf("dataset: %s: seek to row group %d: %w", file, g+1, err)
-			}
 		}
 	}
 	t.reachedEOF = true

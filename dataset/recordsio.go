@@ -26,24 +26,27 @@ import (
 // Safe for concurrent use.
 type FileDecoder[T any] struct {
 	format  string
-	strict  bool
+	checks  *recordChecks
 	csv     []csvSpec
 	parquet *parquet.Schema
 }
 
 // NewFileDecoder returns a decoder for format "jsonl", "csv" or "parquet".
 // It checks T as the matching Read function does (CSV and Parquet need a
-// struct type whose fields the format can hold). Of opts only Strict
-// applies (to JSONL); bad records are the caller's to handle (Decode).
+// struct type whose fields the format can hold), and takes T's required
+// fields from its `cairn:"required"` tags, as the Read functions do. Of
+// opts, Strict (JSONL only), Required and AllowInvalidUTF8 apply; bad
+// records are the caller's to handle (Decode).
 func NewFileDecoder[T any](format string, opts ReadOptions) (*FileDecoder[T], error) {
-	d := &FileDecoder[T]{format: format, strict: opts.Strict}
+	d := &FileDecoder[T]{format: format}
+	t := reflect.TypeFor[T]()
 	var err error
 	switch format {
 	case "jsonl":
 	case "csv":
-		d.csv, err = csvFieldsOf(reflect.TypeFor[T]())
+		d.csv, err = csvFieldsOf(t)
 	case "parquet":
-		if t := reflect.TypeFor[T](); t.Kind() != reflect.Struct {
+		if t.Kind() != reflect.Struct {
 			return nil, fmt.Errorf("dataset: Parquet needs a struct type, not %v", t)
 		}
 		d.parquet, err = parquetSchemaOf[T]("ReadParquet")
@@ -51,6 +54,9 @@ func NewFileDecoder[T any](format string, opts ReadOptions) (*FileDecoder[T], er
 		return nil, fmt.Errorf("dataset: unknown file format %q; use \"jsonl\", \"csv\" or \"parquet\"", format)
 	}
 	if err != nil {
+		return nil, err
+	}
+	if d.checks, err = newRecordChecks("decode "+format, t, format, opts, d.csv, d.parquet); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -93,11 +99,11 @@ func (d *FileDecoder[T]) Decode(ctx context.Context, file string, emit func(T) e
 	var err error
 	switch d.format {
 	case "jsonl":
-		err = readJSONLFile(ctx, file, d.strict, t, hooked)
+		err = readJSONLFile(ctx, file, d.checks, t, hooked)
 	case "csv":
-		err = readCSVFile(ctx, file, d.csv, t, hooked)
+		err = readCSVFile(ctx, file, d.csv, d.checks, t, hooked)
 	case "parquet":
-		err = readParquetFile(ctx, file, d.parquet, t, hooked)
+		err = readParquetFile(ctx, file, d.parquet, d.checks, t, hooked)
 	}
 	if err != nil {
 		return err
