@@ -400,10 +400,18 @@ func (s *FileSink[T]) checkCommitted(ctx context.Context, q QueryInfo, o FileSin
 		return nil
 	}
 	example := o.Prefix() + FileSinkManifestObject(missing[0])
-	return fmt.Errorf("%w: query %s (checkpoint %s) committed batches %d to %d to file sink %s, but batch %s has no manifest (%s): that output is gone, and readers would skip it without a word. "+
+	what := "batch " + BatchRanges(missing) + " has"
+	if len(missing) > 1 {
+		what = "batches " + BatchRanges(missing) + " have"
+	}
+	committed := fmt.Sprintf("batches %d to %d", o.FirstBatch, q.LastCommitted)
+	if o.FirstBatch == q.LastCommitted {
+		committed = fmt.Sprintf("batch %d", o.FirstBatch)
+	}
+	return fmt.Errorf("%w: query %s (checkpoint %s) committed %s to file sink %s, but %s no manifest (%s): that output is gone, and readers would skip it without a word. "+
 		"Restore the sink's manifests and parts from a copy; if the output was moved, give the query its old location; "+
 		"or start the query over with a new checkpoint location to reprocess its input",
-		ErrSinkOutputMissing, q.ID, q.Checkpoint, o.FirstBatch, q.LastCommitted, s.canon, BatchRanges(missing), example)
+		ErrSinkOutputMissing, q.ID, q.Checkpoint, committed, s.canon, what, example)
 }
 
 func (s *FileSink[T]) newOwner(gen int, q QueryInfo, mode string, first int64) FileSinkOwner {

@@ -286,7 +286,7 @@ func (q *Query[In, Out]) open(ctx context.Context) error {
 			info.LastCommitted, info.HasCommitted = q.lastCommit.Batch, true
 		}
 		if err := a.AttachQuery(ctx, info); err != nil {
-			return fmt.Errorf("stream: sink %s: %w", q.sink.Identity(), err)
+			return err // it names the sink
 		}
 	}
 	q.writer = newMetaWriter(q.opts.Logger)
