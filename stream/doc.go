@@ -39,6 +39,21 @@
 //     windows open across runs; to process input that arrived after a
 //     drain, start a new query with a new checkpoint location.
 //
+// A second query over a file sink. A FileSink records the queries that
+// write it (_sink/<generation>: query ID and checkpoint location, created
+// if absent at a query's first start), and its location is pinned in
+// canonical form (absolute, symbolic links resolved), so a restart from
+// another working directory writes to the same place. A query with
+// another checkpoint location (another query ID) that starts over a sink
+// written by someone else is refused (ErrSinkOwned, naming the owner),
+// unless FileSinkOptions.IfOwned is "replace" (the new query's owner
+// record is written first; readers then read only its output, and the
+// older output is removed before its first batch) or "append" (it writes
+// in a namespace of its own, owner-<generation>/, so batch IDs never
+// collide; readers read every owner's output). A restart whose committed
+// batches have no manifest in the sink is refused (ErrSinkOutputMissing,
+// naming them), and readers warn about missing batches.
+//
 // Operators: AggregateByKey (update mode), WindowAggregate (tumbling and
 // sliding event-time windows, append mode), DropDuplicates (within the
 // watermark), FlatMapGroupsWithState (event- and processing-time

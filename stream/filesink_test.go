@@ -91,7 +91,8 @@ func TestFileSinkReplayRewritesIdenticalFiles(t *testing.T) {
 			s := fsSession(t)
 			dir := t.TempDir()
 			sink := fsSink[fileEvent](t, dir, format)
-			if got, want := sink.Identity(), "files:"+format+":"+dir; got != want {
+			canon, _ := filepath.EvalSymlinks(dir)
+			if got, want := sink.Identity(), "files:"+format+":"+canon; got != want {
 				t.Errorf("Identity() = %q, want %q", got, want)
 			}
 			b0, b1 := fsEvents(50, "a"), fsEvents(20, "b")

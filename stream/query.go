@@ -410,6 +410,15 @@ func (q *Query[In, Out]) open(ctx context.Context) error {
 	if err := q.recoverPosition(ctx); err != nil {
 		return err
 	}
+	if a, ok := q.sink.(QueryAttacher); ok { // the sink learns its query: owner, committed output
+		info := QueryInfo{ID: q.meta.QueryID, Checkpoint: q.st.Location()}
+		if q.lastCommit != nil {
+			info.LastCommitted, info.HasCommitted = q.lastCommit.Batch, true
+		}
+		if err := a.AttachQuery(ctx, info); err != nil {
+			return err // it names the sink
+		}
+	}
 	q.writer = newMetaWriter(q.opts.Logger)
 	session, err := dataset.NewSession(dataset.Options{Parallelism: q.opts.Parallelism, Partitions: q.opts.Partitions, Logger: q.opts.Logger})
 	if err != nil {
@@ -475,7 +484,7 @@ func (q *Query[In, Out]) checkMetadata(ctx context.Context, want Pinned) (Metada
 		return m, changed("stateful operators", string(o), string(n))
 	case old.Source != want.Source:
 		return m, changed("source", old.Source, want.Source)
-	case old.Sink != want.Sink:
+	case !sameSink(q.sink, old.Sink):
 		return m, changed("sink", old.Sink, want.Sink)
 	}
 	return m, nil

@@ -25,6 +25,46 @@ type Sink[T any] interface {
 	AddBatch(ctx context.Context, batchID int64, data *dataset.Dataset[T]) error
 }
 
+// QueryInfo describes the query that starts over a sink, for a
+// QueryAttacher.
+type QueryInfo struct {
+	// ID is the query ID, from its checkpoint location's metadata.
+	ID string
+	// Checkpoint is the checkpoint location, as its storage names it.
+	Checkpoint string
+	// LastCommitted is the last committed batch, when HasCommitted.
+	LastCommitted int64
+	HasCommitted  bool
+}
+
+// QueryAttacher is an optional interface of a Sink. A query calls
+// AttachQuery at Start, after it has read its logs (so it knows its last
+// committed batch) and before it runs a batch: the sink can record which
+// query writes it, refuse a second one, and check that the output of the
+// committed batches is still there. An error fails Start. FileSink
+// implements it.
+type QueryAttacher interface {
+	AttachQuery(ctx context.Context, q QueryInfo) error
+}
+
+// IdentityMatcher is an optional interface of a Sink whose Identity is
+// spelled differently from the one an older cairn pinned (FileSink's
+// location, now canonical): a restart accepts a pinned identity other
+// than Identity() when SameIdentity(pinned) reports true.
+type IdentityMatcher interface {
+	SameIdentity(pinned string) bool
+}
+
+// sameSink reports whether the identity pinned at a query's first start
+// names sink.
+func sameSink[T any](sink Sink[T], pinned string) bool {
+	if pinned == sink.Identity() {
+		return true
+	}
+	m, ok := sink.(IdentityMatcher)
+	return ok && m.SameIdentity(pinned)
+}
+
 // ForEachBatch makes a sink of a function, like Spark's foreachBatch: the
 // function gets the batch ID to make its writes idempotent.
 func ForEachBatch[T any](identity string, fn func(ctx context.Context, batchID int64, data *dataset.Dataset[T]) error) Sink[T] {

@@ -9,7 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strconv"
+	"slices"
 	"strings"
 
 	"github.com/parquet-go/parquet-go"
@@ -41,7 +41,14 @@ checked against the size and CRC32C in its manifest before any of its rows
 is printed; a mismatch stops the output there with an error naming the
 part, and exit status 1. A
 DIR without _manifests/ is not a file sink (or no batch was committed to it
-yet): exit status 1. Nothing is written to DIR.`,
+yet): exit status 1. Nothing is written to DIR.
+
+A sink that several queries write (stream.FileSinkOptions.IfOwned
+"append") is printed owner after owner, in the order they took the sink
+(_sink/<generation>); after a "replace", only the output of the queries
+from the replacing one on. With --batch N, batch N of each owner is
+printed. Batches missing between others (a manifest deleted: that output
+is lost) are named in a WARN line on stderr, and the rest is printed.`,
 		example: `
 cairn sink read /tmp/job/output | head
 cairn sink read /tmp/job/output --batch 7`,
@@ -82,25 +89,33 @@ func runSinkRead(ctx context.Context, c *cli, loc string, only int64) error {
 		return err
 	}
 	defer st.Close()
-	ms, err := stream.ReadFileSinkManifests(ctx, st)
+	ix, err := stream.ReadFileSinkIndex(ctx, st)
 	if err != nil {
 		return err
+	}
+	var ms []stream.FileSinkManifest
+	for _, ns := range ix.Namespaces {
+		ms = append(ms, ns.Manifests...)
 	}
 	if len(ms) == 0 {
 		return fmt.Errorf("%s is not a file sink: it has no %s/ (a file sink lists each committed batch in %s/<batch>); if a query writes to it, it has not committed a batch yet",
 			loc, stream.FileSinkManifests, stream.FileSinkManifests)
 	}
+	if gaps := ix.Missing(); gaps != "" {
+		fmt.Fprintf(c.stderr, "cairn sink read: WARN: %s has no manifest for %s: that output was lost (a manifest deleted?) and is not printed; 'cairn checkpoint verify CHECKPOINT --sink %s' says more\n",
+			loc, gaps, loc)
+	}
 	if only >= 0 {
-		i := -1
-		for j, m := range ms {
+		var one []stream.FileSinkManifest
+		for _, m := range ms {
 			if m.Batch == only {
-				i = j
+				one = append(one, m)
 			}
 		}
-		if i < 0 {
+		if len(one) == 0 {
 			return fmt.Errorf("batch %d of %s is not committed; the committed batches are %s", only, loc, batchList(ms))
 		}
-		ms = ms[i : i+1]
+		ms = one
 	}
 	out := bufio.NewWriterSize(c.stdout, 64<<10)
 	defer out.Flush() // the rows before an error, too
@@ -128,18 +143,12 @@ func runSinkRead(ctx context.Context, c *cli, loc string, only int64) error {
 
 // batchList says which batches there are: "0 to 7", or "0, 2, 5".
 func batchList(ms []stream.FileSinkManifest) string {
-	first, last := ms[0].Batch, ms[len(ms)-1].Batch
-	if last-first+1 == int64(len(ms)) {
-		if first == last {
-			return strconv.FormatInt(first, 10)
-		}
-		return fmt.Sprintf("%d to %d", first, last)
-	}
-	ids := make([]string, len(ms))
+	ids := make([]int64, len(ms))
 	for i, m := range ms {
-		ids[i] = strconv.FormatInt(m.Batch, 10)
+		ids[i] = m.Batch
 	}
-	return strings.Join(ids, ", ")
+	slices.Sort(ids)
+	return stream.BatchRanges(slices.Compact(ids))
 }
 
 // printParquet prints each row of a Parquet part as a JSON object keyed by

@@ -606,73 +606,155 @@ func hasPrefix(objs []storage.ObjectInfo, prefix string) bool {
 // sinkObject names an object of the file sink in a problem line.
 func sinkObject(name string) string { return "sink " + name }
 
-// checkSink checks the file sink at loc: every manifest decodes, and every
-// part it lists has the size and CRC32C the manifest records. When the
-// checkpoint location ckpt holds a query writing to a file sink, every
-// batch of its commits log must have a manifest. It returns an error only
-// when the sink cannot be read at all.
+// checkSink checks the file sink at loc: its owner records decode, every
+// manifest of every namespace that readers read decodes, and every part it
+// lists has the size and CRC32C the manifest records. When the checkpoint
+// location ckpt holds a query writing to a file sink, it matches the sink
+// to that query: the sink's owners must include the query; every batch of
+// its commits log must have a manifest in the query's namespace; and no
+// manifest there may be unaccounted for by a commit entry (a batch above
+// the last commit without an offsets entry) or written by another
+// query. It returns an error only when the sink cannot be read at all.
 func checkSink(ctx context.Context, rep *verifyReport, loc string, ckpt storage.Storage) error {
 	st, err := openSink(ctx, loc)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	objs, err := st.List(ctx, stream.FileSinkManifests+"/")
-	if err != nil {
-		return fmt.Errorf("list the manifests of file sink %s: %w", loc, err)
-	}
 	sr := &sinkReport{}
 	rep.sink = sr
 	add := func(object, what string) { rep.problems = append(rep.problems, problem{sinkObject(object), what}) }
-	have := map[int64]bool{}
-	for _, o := range objs {
-		rest := strings.TrimPrefix(o.Name, stream.FileSinkManifests+"/")
-		id, err := strconv.ParseInt(rest, 10, 64)
-		if err != nil || id < 0 || strconv.FormatInt(id, 10) != rest {
-			add(o.Name, "not a manifest: names under "+stream.FileSinkManifests+"/ are batch IDs")
-			continue
+	owners, err := stream.ReadFileSinkOwners(ctx, st)
+	if err != nil {
+		var ce *storage.CorruptError
+		object := stream.FileSinkOwners + "/"
+		if errors.As(err, &ce) {
+			object = ce.Object
 		}
-		have[id] = true
-		sr.manifests++
-		m, err := stream.ReadFileSinkManifest(ctx, st, id)
+		add(object, describeObjectErr(object, err)+"; the sink's owners cannot be told, so only its root namespace was checked")
+		owners = nil
+	}
+	// The namespaces readers read, with the manifests each holds.
+	type namespace struct {
+		owner     stream.FileSinkOwner
+		have      []int64 // batches with a manifest, sorted
+		manifests map[int64]stream.FileSinkManifest
+	}
+	var spaces []namespace
+	for _, o := range stream.FileSinkNamespaces(owners) {
+		dir := o.Prefix() + stream.FileSinkManifests + "/"
+		objs, err := st.List(ctx, dir)
 		if err != nil {
-			add(o.Name, describeObjectErr(o.Name, err))
-			continue
+			return fmt.Errorf("list the manifests of file sink %s: %w", loc, err)
 		}
-		for _, f := range m.Files {
-			sr.parts++
-			sr.bytes += f.Bytes
-			if _, err := stream.ReadFileSinkPart(ctx, st, f); err != nil {
-				add(f.Name, describeObjectErr(f.Name, err))
+		ns := namespace{owner: o, manifests: map[int64]stream.FileSinkManifest{}}
+		for _, obj := range objs {
+			rest := strings.TrimPrefix(obj.Name, dir)
+			id, err := strconv.ParseInt(rest, 10, 64)
+			if err != nil || id < 0 || strconv.FormatInt(id, 10) != rest {
+				add(obj.Name, "not a manifest: names under "+dir+" are batch IDs")
+				continue
 			}
-			if err := ctx.Err(); err != nil {
-				return err
+			ns.have = append(ns.have, id)
+			sr.manifests++
+			m, err := stream.ReadFileSinkOwnerManifest(ctx, st, o, id)
+			if err != nil {
+				add(obj.Name, describeObjectErr(obj.Name, err))
+				continue
+			}
+			ns.manifests[id] = m
+			if m.QueryID != "" && o.Recorded() && m.QueryID != o.QueryID {
+				add(obj.Name, fmt.Sprintf("written by query %s, but this namespace of the sink is %s's: readers read it as that query's output, which no commit entry of its accounts for", m.QueryID, o.QueryID))
+			}
+			for _, f := range m.Files {
+				sr.parts++
+				sr.bytes += f.Bytes
+				if _, err := stream.ReadFileSinkPart(ctx, st, f); err != nil {
+					add(f.Name, describeObjectErr(f.Name, err))
+				}
+				if err := ctx.Err(); err != nil {
+					return err
+				}
 			}
 		}
+		slices.Sort(ns.have)
+		spaces = append(spaces, ns)
 	}
 
 	meta, err := stream.ReadMetadata(ctx, ckpt)
 	if err != nil || !strings.HasPrefix(meta.Pinned.Sink, "files:") {
 		return nil // not a query writing to a file sink: nothing to match
 	}
+	sinkName := strings.TrimPrefix(meta.Pinned.Sink, "files:")
+	// The query's namespace: its owner record, or the root of a sink
+	// without owner records.
+	var mine *namespace
+	var others []string
+	for i := range spaces {
+		o := spaces[i].owner
+		switch {
+		case o.Recorded() && o.QueryID == meta.QueryID:
+			mine = &spaces[i]
+		case o.Recorded():
+			others = append(others, fmt.Sprintf("%s (query %s, checkpoint %s)", stream.FileSinkOwnerObject(o.Generation), o.QueryID, o.Checkpoint))
+		}
+	}
+	if mine == nil && len(others) > 0 {
+		replaced := ""
+		for _, o := range owners {
+			if o.QueryID == meta.QueryID {
+				replaced = fmt.Sprintf("; this query wrote generation %d, which a later query replaced", o.Generation)
+			}
+		}
+		add(stream.FileSinkOwners+"/", fmt.Sprintf("the sink is written by %s, not by this checkpoint's query %s%s: a restart of this query is refused; is --sink the query's sink (%s)?",
+			strings.Join(others, " and "), meta.QueryID, replaced, sinkName))
+		return nil
+	}
+	if mine == nil {
+		if len(spaces) == 0 {
+			return nil
+		}
+		mine = &spaces[0] // a sink without owner records: its root
+	}
 	q := openQueryLogs(ctx, ckpt)
-	if q.offsets == nil || q.commits == nil || !q.hasCommit || !q.hasOff {
+	if q.offsets == nil || q.commits == nil {
 		return nil // reported with the query
 	}
-	first, _ := q.commits.Earliest()
-	last := min(q.lastCommit, q.lastOff) // a commit past the offsets log is reported with the query
-	var missing []int64
-	for b := first; b <= last; b++ {
-		if !have[b] {
-			missing = append(missing, b)
+	prefix := mine.owner.Prefix()
+	if q.hasCommit && q.hasOff {
+		first, _ := q.commits.Earliest()
+		first = max(first, mine.owner.FirstBatch)
+		last := min(q.lastCommit, q.lastOff) // a commit past the offsets log is reported with the query
+		var missing []int64
+		for b := first; b <= last; b++ {
+			if _, ok := slices.BinarySearch(mine.have, b); !ok {
+				missing = append(missing, b)
+			}
+		}
+		if len(missing) > 0 {
+			what := fmt.Sprintf("missing: batch %d is committed, so its output is in the sink, but the sink has no manifest for it", missing[0])
+			if len(missing) > 1 {
+				what += fmt.Sprintf(" (nor for %d more committed batches, up to %d)", len(missing)-1, missing[len(missing)-1])
+			}
+			add(prefix+stream.FileSinkManifestObject(missing[0]), what+"; is --sink the query's sink ("+sinkName+")?")
 		}
 	}
-	if len(missing) > 0 {
-		what := fmt.Sprintf("missing: batch %d is committed, so its output is in the sink, but the sink has no manifest for it", missing[0])
-		if len(missing) > 1 {
-			what += fmt.Sprintf(" (nor for %d more committed batches, up to %d)", len(missing)-1, missing[len(missing)-1])
+	for _, b := range mine.have {
+		m, ok := mine.manifests[b]
+		name := prefix + stream.FileSinkManifestObject(b)
+		switch {
+		case !ok: // damaged: reported above
+		case m.QueryID != "" && m.QueryID != meta.QueryID && !mine.owner.Recorded():
+			add(name, fmt.Sprintf("written by query %s, not by this checkpoint's query %s: no commit entry accounts for it, yet readers read it as output", m.QueryID, meta.QueryID))
+		case q.hasCommit && b <= q.lastCommit, q.hasOff && b <= q.lastOff && (!q.hasCommit || b > q.lastCommit):
+			// committed, or written ahead: a restart replays it with its range
+		default:
+			last := "no batch is committed"
+			if q.hasCommit {
+				last = fmt.Sprintf("the last committed batch is %d", q.lastCommit)
+			}
+			add(name, fmt.Sprintf("no commit entry accounts for batch %d (%s, and it has no offsets entry), yet readers read it as output: it was written by another query, or before this checkpoint location was restored from an older copy", b, last))
 		}
-		add(stream.FileSinkManifestObject(missing[0]), what+"; is --sink the query's sink ("+strings.TrimPrefix(meta.Pinned.Sink, "files:")+")?")
 	}
 	return nil
 }
