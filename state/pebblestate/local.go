@@ -1,6 +1,7 @@
 package pebblestate
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -32,6 +36,12 @@ type workdir struct {
 	root      string
 	lock      io.Closer
 	ephemeral bool // root is a private instance directory, removed at close
+
+	// fs is the file system of the databases, made by Provider.disk.
+	fsOnce sync.Once
+	fs     *diskFS
+	logger *slog.Logger
+	limit  logLimiter // Pebble's warnings and errors
 }
 
 func lockDir(dir string) (io.Closer, error) {
@@ -85,6 +95,9 @@ func (w *workdir) removeLeftovers() {
 func (w *workdir) path(name string) string { return filepath.Join(w.root, name) }
 
 func (w *workdir) close() error {
+	if n := w.limit.takeSuppressed(); n > 0 && w.logger != nil {
+		w.logger.Warn("pebblestate: messages of Pebble were not logged (at most a few every 10 s are)", "dir", w.root, "suppressed", n)
+	}
 	err := w.lock.Close()
 	if w.ephemeral {
 		if rerr := os.RemoveAll(w.root); err == nil {
@@ -115,30 +128,222 @@ type dbHandle struct {
 	// for snapshots (a file number is never reused within a database).
 	// Guarded by Provider.maintMu.
 	sums map[string]fileSum
+	life *dbLife
 }
 
-// pebbleLogger sends Pebble's messages to slog at debug level (errors at
-// warn).
-type pebbleLogger struct{ l *slog.Logger }
+// dbLife is what a provider knows of one open database beyond Pebble's
+// handle: calls into it still running, and whether Pebble stopped it.
+type dbLife struct {
+	dir string
+	// pending counts the calls given up on (by runOp) that still run.
+	pending sync.WaitGroup
+	// wedged is set when Pebble reported a fatal error (Logger.Fatalf):
+	// the goroutine that reported it is parked for good, holding Pebble's
+	// locks, so the database can be neither used nor closed.
+	wedged atomic.Bool
+}
 
-func (pl pebbleLogger) Infof(format string, args ...any) {
-	pl.l.Debug("pebble: " + fmt.Sprintf(format, args...))
+// disk returns the file system of the provider's databases.
+func (p *Provider) disk() *diskFS {
+	w := p.wd
+	w.fsOnce.Do(func() {
+		w.fs = newDiskFS(p.popts.testFS, w.root)
+		w.logger = p.opts.Logger
+	})
+	return w.fs
 }
-func (pl pebbleLogger) Errorf(format string, args ...any) {
-	pl.l.Warn("pebble: " + fmt.Sprintf(format, args...))
+
+// diskErr returns the failure of the provider's disk, or nil.
+func (p *Provider) diskErr() error {
+	if p.wd == nil {
+		return nil
+	}
+	return p.disk().err()
 }
-func (pl pebbleLogger) Fatalf(format string, args ...any) {
+
+// runOp runs op, a call into Pebble that writes, on a goroutine of its
+// own, and waits until it returns, the disk fails or ctx ends. On a failed
+// disk Pebble can block for good: a write waits for a flush that fails
+// again and again, and a fatal error parks its goroutine. So the caller
+// gets the failure at once, and op, if it still runs, is left to run:
+// inFlight is then true, the caller must not touch what op uses (a batch
+// is left to it, never freed) and must drop the database; late, if not
+// nil, runs after op if it returns. life (nil for an open) counts op as
+// pending until it returns, for Close. A disk failure is returned as the
+// failure (matching syscall.ENOSPC for a full disk, naming the directory)
+// rather than as Pebble's copy of it.
+func (p *Provider) runOp(ctx context.Context, life *dbLife, op func() error, late func()) (inFlight bool, err error) {
+	fs := p.disk()
+	if err := fs.err(); err != nil {
+		return false, err
+	}
+	if life != nil {
+		life.pending.Add(1)
+	}
+	var (
+		mu       sync.Mutex
+		finished bool
+		gaveUp   bool
+		done     = make(chan error, 1)
+	)
+	go func() {
+		if life != nil {
+			defer life.pending.Done()
+		}
+		err := op()
+		mu.Lock()
+		finished = true
+		g := gaveUp
+		mu.Unlock()
+		done <- err
+		if g && late != nil {
+			late()
+		}
+	}()
+	result := func(err error) (bool, error) {
+		if ferr := fs.err(); err != nil && ferr != nil {
+			return false, ferr
+		}
+		return false, err
+	}
+	select {
+	case err := <-done:
+		return result(err)
+	case <-fs.failed:
+	case <-ctx.Done():
+	}
+	mu.Lock()
+	if finished {
+		mu.Unlock()
+		return result(<-done)
+	}
+	gaveUp = true
+	mu.Unlock()
+	if err := fs.err(); err != nil {
+		return true, err
+	}
+	return true, fmt.Errorf("pebblestate: gave up waiting for the local database: %w", context.Cause(ctx))
+}
+
+// commit applies a batch to the database without fsync (the WAL is off),
+// through runOp. inFlight says that the commit still runs: the batch is
+// left to it, never freed, and the database must be dropped.
+func (p *Provider) commit(ctx context.Context, h *dbHandle, b *pebble.Batch) (inFlight bool, err error) {
+	return p.runOp(ctx, h.life, func() error { return b.Commit(pebble.NoSync) }, nil)
+}
+
+// pebbleLogger sends Pebble's messages to slog: information at debug
+// level, errors at warn, at most a few every 10 s (logLimiter); fatal
+// errors fail the provider (see Fatalf).
+type pebbleLogger struct {
+	p    *Provider
+	life *dbLife
+}
+
+func (pl *pebbleLogger) Infof(format string, args ...any) {
+	if pl.p.diskErr() != nil { // retries on a failed disk: rate-limited
+		pl.log(slog.LevelDebug, fmt.Sprintf(format, args...))
+		return
+	}
+	pl.p.opts.Logger.Debug("pebble: "+fmt.Sprintf(format, args...), "dir", pl.life.dir)
+}
+
+func (pl *pebbleLogger) Errorf(format string, args ...any) {
+	pl.log(slog.LevelWarn, fmt.Sprintf(format, args...))
+}
+
+// log logs a message of Pebble at level, within the rate limit.
+func (pl *pebbleLogger) log(level slog.Level, msg string) {
+	ok, suppressed := pl.p.wd.limit.allow(time.Now())
+	if !ok {
+		return
+	}
+	attrs := []any{"dir", pl.life.dir}
+	if suppressed > 0 {
+		attrs = append(attrs, "suppressed", suppressed) // messages not logged since the last one
+	}
+	pl.p.opts.Logger.Log(context.Background(), level, "pebble: "+msg, attrs...)
+}
+
+// Fatalf handles an error Pebble cannot continue after, such as a failed
+// write of its MANIFEST on a full disk. Pebble requires Fatalf not to
+// return (pebble.DefaultLogger exits the process), and a panic on one of
+// its background goroutines would kill the process; so it fails the
+// provider with the error (every call of the provider then returns it, and
+// the process can exit cleanly), releases the database's lock (the failed
+// disk takes no more writes from it), and parks the calling goroutine
+// for good. The database is left as a crash would leave it.
+func (pl *pebbleLogger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	pl.l.Error("pebble: " + msg)
-	panic("pebble: " + msg)
+	pl.life.wedged.Store(true)
+	fs := pl.p.disk()
+	fs.fail(fmt.Errorf("fatal error of Pebble in %s: %s", pl.life.dir, msg))
+	pl.p.opts.Logger.Error("pebble: fatal error; the provider has stopped", "dir", pl.life.dir, "err", msg, "failure", fs.err())
+	fs.release(pl.life.dir)
+	select {} // never returns, as Pebble requires
 }
 
-// pebbleOptions returns the options every database of the provider is
-// opened with. The WAL is off: checkpoint storage is the durable copy, a
-// batch is atomic in a memtable, and memtables are flushed in order, so a
-// database that lost its memtables in a crash is at an older version that
-// its meta key names, and catches up from the changelogs.
-func (p *Provider) pebbleOptions(create bool) *pebble.Options {
+// eventListener reports Pebble's background errors (failed flushes and
+// compactions, retried by Pebble at once and forever) within the rate
+// limit, and data corruption without stopping the read that found it.
+func (pl *pebbleLogger) eventListener() *pebble.EventListener {
+	return &pebble.EventListener{
+		BackgroundError: func(err error) {
+			pl.log(slog.LevelWarn, "background error: "+err.Error())
+		},
+		DataCorruption: func(info pebble.DataCorruptionInfo) {
+			pl.log(slog.LevelError, "data corruption: "+info.String())
+		},
+	}
+}
+
+// logLimiter lets through at most logBurst messages every logWindow and
+// counts the others.
+type logLimiter struct {
+	mu          sync.Mutex
+	windowStart time.Time
+	n           int
+	suppressed  int
+}
+
+const (
+	logBurst  = 5
+	logWindow = 10 * time.Second
+)
+
+// allow reports whether to log a message now, and how many were not
+// logged since the last one that was.
+func (l *logLimiter) allow(now time.Time) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.windowStart) >= logWindow {
+		l.windowStart, l.n = now, 0
+	}
+	if l.n >= logBurst {
+		l.suppressed++
+		return false, 0
+	}
+	l.n++
+	s := l.suppressed
+	l.suppressed = 0
+	return true, s
+}
+
+func (l *logLimiter) takeSuppressed() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.suppressed
+	l.suppressed = 0
+	return s
+}
+
+// pebbleOptions returns the options a database of the provider is opened
+// with. The WAL is off: checkpoint storage is the durable copy, a batch is
+// atomic in a memtable, and memtables are flushed in order, so a database
+// that lost its memtables in a crash is at an older version that its meta
+// key names, and catches up from the changelogs.
+func (p *Provider) pebbleOptions(create bool, life *dbLife) *pebble.Options {
+	logger := &pebbleLogger{p: p, life: life}
 	o := &pebble.Options{
 		Cache:                       p.cache,
 		MemTableSize:                uint64(p.popts.MemTableSize),
@@ -146,7 +351,9 @@ func (p *Provider) pebbleOptions(create bool) *pebble.Options {
 		MaxOpenFiles:                p.popts.MaxOpenFiles,
 		DisableWAL:                  true,
 		FormatMajorVersion:          pebble.FormatTableFormatV6,
-		Logger:                      pebbleLogger{p.opts.Logger},
+		FS:                          p.disk(),
+		Logger:                      logger,
+		EventListener:               logger.eventListener(),
 		MaxManifestFileSize:         1 << 20, // the MANIFEST travels inline in each snapshot
 		ErrorIfNotExists:            !create,
 	}
@@ -158,18 +365,28 @@ func (p *Provider) pebbleOptions(create bool) *pebble.Options {
 
 // openDB opens the database in dir and reads its meta key.
 func (p *Provider) openDB(dir string, create bool) (*dbHandle, error) {
-	db, err := pebble.Open(dir, p.pebbleOptions(create))
+	life := &dbLife{dir: dir}
+	var db *pebble.DB
+	_, err := p.runOp(context.Background(), nil, func() error {
+		var err error
+		db, err = pebble.Open(dir, p.pebbleOptions(create, life))
+		return err
+	}, func() { // opened after the disk failed
+		if db != nil {
+			db.Close()
+		}
+	})
 	if err != nil {
 		return nil, fmt.Errorf("pebblestate: open database %s: %w", dir, err)
 	}
-	h := &dbHandle{db: db, dir: dir, refs: 1, sums: map[string]fileSum{}}
+	h := &dbHandle{db: db, dir: dir, refs: 1, sums: map[string]fileSum{}, life: life}
 	h.meta.Keys = 0
 	val, closer, err := db.Get(metaKey)
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
 		h.meta.Version = -1 // no version: a new or foreign database
 	case err != nil:
-		db.Close()
+		p.closeHandle(h, false)
 		return nil, fmt.Errorf("pebblestate: read the version of database %s: %w", dir, err)
 	default:
 		m, ok := decodeLocalMeta(val)
@@ -182,16 +399,66 @@ func (p *Provider) openDB(dir string, create bool) (*dbHandle, error) {
 	return h, nil
 }
 
+// How long closeHandle waits for a database to close: Pebble first waits
+// for its flush or compaction in progress, which on a failed disk gives up
+// within failedPause.
+const (
+	closeWait       = 10 * time.Second
+	failedCloseWait = time.Second
+)
+
 // closeHandle closes the database of a handle whose last reference is
 // gone, and removes its directory unless it is the reusable main database.
+// It never blocks for long: on a failed disk it does not flush, and a
+// database that does not close in time (or that Pebble stopped in a fatal
+// error) is left to the process's exit, as a crash would leave it.
 func (p *Provider) closeHandle(h *dbHandle, flush bool) {
-	if flush {
-		h.db.Flush() // so the next run finds this version without replaying changelogs
+	fs := p.disk()
+	if flush && fs.err() == nil {
+		// So that the next run finds this version without replaying changelogs.
+		if _, err := p.runOp(context.Background(), h.life, h.db.Flush, nil); err != nil {
+			p.opts.Logger.Warn("pebblestate: flush database", "dir", h.dir, "err", err)
+		}
 	}
-	if err := h.db.Close(); err != nil {
-		p.opts.Logger.Warn("pebblestate: close database", "dir", h.dir, "err", err)
+	if h.life.wedged.Load() {
+		p.opts.Logger.Warn("pebblestate: the local database stopped in a fatal error of Pebble; it is left as it is, and the next run reuses or rebuilds it", "dir", h.dir)
+		return
 	}
-	if h.removeDir {
-		os.RemoveAll(h.dir)
+	closed := make(chan error, 1)
+	finish := func(err error) {
+		if err != nil && fs.err() == nil {
+			p.opts.Logger.Warn("pebblestate: close database", "dir", h.dir, "err", err)
+		}
+		if h.removeDir {
+			os.RemoveAll(h.dir)
+		}
+	}
+	go func() {
+		h.life.pending.Wait() // calls given up on that still run
+		closed <- h.db.Close()
+	}()
+	start := time.Now()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-closed:
+			finish(err)
+			return
+		case <-tick.C:
+		}
+		failed := fs.err() != nil
+		if failed {
+			fs.wake() // Pebble's retries on the failed disk give up at once
+		}
+		if waited := time.Since(start); waited > closeWait || failed && waited > failedCloseWait {
+			p.opts.Logger.Warn("pebblestate: the local database did not close in time; it is left to the exit of the process, as a crash would leave it",
+				"dir", h.dir, "waited", waited.Round(time.Millisecond))
+			if failed {
+				fs.release(h.dir) // the failed disk takes no more writes from it
+			}
+			go func() { finish(<-closed) }()
+			return
+		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/cairn-data/cairn/state"
 	"github.com/cairn-data/cairn/storage"
 )
@@ -52,6 +54,10 @@ type Options struct {
 	// Spark: spark.sql.streaming.stateStore.rocksdb.trackTotalNumberOfRows
 	// = false.
 	EstimateKeys bool
+
+	// testFS, for tests of this package, is the file system under the
+	// databases (default vfs.Default), such as one that fails writes.
+	testFS vfs.FS
 }
 
 // Defaults of Options.

@@ -263,6 +263,9 @@ func (p *Provider) GetStore(ctx context.Context, version int64) (state.Store, er
 	if p.closed.Load() {
 		return nil, fmt.Errorf("state: get store %s: %w", p.dir, state.ErrStoreClosed)
 	}
+	if err := p.diskErr(); err != nil {
+		return nil, fmt.Errorf("state: get store %s at version %d: %w", p.dir, version, err)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.writer != nil {
@@ -292,6 +295,9 @@ func (p *Provider) GetStore(ctx context.Context, version int64) (state.Store, er
 func (p *Provider) GetReadStore(ctx context.Context, version int64) (state.ReadStore, error) {
 	if p.closed.Load() {
 		return nil, fmt.Errorf("state: get read store %s: %w", p.dir, state.ErrStoreClosed)
+	}
+	if err := p.diskErr(); err != nil {
+		return nil, fmt.Errorf("state: get read store %s at version %d: %w", p.dir, version, err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -484,7 +490,7 @@ func (p *Provider) buildLocked(ctx context.Context, v int64, dir string, removeD
 		h.sums = sums
 	}
 	fail := func(err error) (*dbHandle, error) {
-		h.db.Close()
+		p.closeHandle(h, false)
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -555,8 +561,10 @@ func (p *Provider) replay(ctx context.Context, h *dbHandle, from, to int64) erro
 		}
 		meta := localMeta{Identity: p.identity, Version: d, Keys: keys}
 		b.Set(metaKey, meta.encode(), nil)
-		if err := b.Commit(pebble.NoSync); err != nil {
-			b.Close()
+		if inFlight, err := p.commit(ctx, h, b); err != nil {
+			if !inFlight { // else left to the commit that still runs
+				b.Close()
+			}
 			return fmt.Errorf("pebblestate: apply %s to %s: %w", name, h.dir, err)
 		}
 		b.Close()
@@ -771,7 +779,7 @@ func (p *Provider) customMetrics(h *dbHandle) map[string]int64 {
 	}
 	m["blockCacheBytes"] = p.cache.Metrics().Size
 	m["blockCacheCapacity"] = p.cache.MaxSize()
-	if h != nil {
+	if h != nil && p.diskErr() == nil { // a stopped database may block
 		dm := h.db.Metrics()
 		var sstBytes, sstFiles int64
 		for _, l := range dm.Levels {

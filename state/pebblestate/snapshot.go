@@ -51,10 +51,12 @@ func (p *Provider) snapshotIfDue(ctx context.Context) error {
 	v := h.meta.Version
 	p.seq++
 	ckdir := p.wd.path(fmt.Sprintf("%s%d", checkpointPref, p.seq))
-	err := h.db.Flush()
-	if err == nil {
-		err = h.db.Checkpoint(ckdir)
-	}
+	_, err := p.runOp(ctx, h.life, func() error { // returns at once on a failed disk
+		if err := h.db.Flush(); err != nil {
+			return err
+		}
+		return h.db.Checkpoint(ckdir)
+	}, nil)
 	sums := h.sums
 	p.mu.Unlock()
 	defer os.RemoveAll(ckdir)

@@ -254,7 +254,7 @@ func (s *store) finish() {
 	if stop := s.stopAfter.Load(); stop != nil {
 		(*stop)()
 	}
-	if s.active == 0 {
+	if s.active == 0 && s.batch != nil {
 		s.batch.Close()
 		s.batch = nil
 	}
@@ -317,6 +317,9 @@ func (s *store) Commit(ctx context.Context) (int64, error) {
 	defer s.finish()
 	p := s.p
 	next := s.version + 1
+	if err := p.diskErr(); err != nil {
+		return 0, fmt.Errorf("state: commit version %d of %s: %w", next, p.dir, err)
+	}
 	name := ChangelogName(p.dir, next)
 	err := frame.Put(ctx, p.s, name, frame.KindChangelog, changelogVersion, storage.PutOptions{IfAbsent: true}, func(w io.Writer) error {
 		n, err := s.encodeChangelog(w)
@@ -341,7 +344,10 @@ func (s *store) Commit(ctx context.Context) (int64, error) {
 	p.changelogs[next] = true
 	p.latest = max(p.latest, next)
 	if p.main == s.h && !p.closed.Load() {
-		if err := s.batch.Commit(pebble.NoSync); err != nil {
+		if inFlight, err := p.commit(ctx, s.h, s.batch); err != nil {
+			if inFlight {
+				s.batch = nil // left to the commit that still runs
+			}
 			// The local database missed the version; the next GetStore
 			// rebuilds it from checkpoint storage.
 			p.main = nil
