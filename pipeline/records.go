@@ -26,8 +26,11 @@ const (
 	statsObject     = "_stats"
 )
 
-// recordVersion is the format version of every pipeline record.
-const recordVersion = 1
+// recordVersion is the format version of every pipeline record. Version
+// 1: JSON. Version 2: the same JSON, and the frame records the object's own
+// name as its identity, so that a record copied over another (one run's
+// or stage's over another's) is refused, naming it.
+const recordVersion = 2
 
 func runDir(id string) string                   { return runsPrefix + id }
 func stagesDir(id string) string                { return runDir(id) + "/stages/" }
@@ -97,11 +100,11 @@ func putRecord(ctx context.Context, st storage.Storage, name string, v any, ifAb
 	if err != nil {
 		return err
 	}
-	return frame.PutBytes(ctx, st, name, frame.KindPipeline, recordVersion, payload, storage.PutOptions{IfAbsent: ifAbsent})
+	return frame.PutBytes(ctx, st, name, frame.KindPipeline, recordVersion, payload, storage.PutOptions{IfAbsent: ifAbsent}, frame.Identity(name))
 }
 
 func getRecord(ctx context.Context, st storage.Storage, name string, v any) error {
-	payload, _, err := frame.GetBytes(ctx, st, name, frame.KindPipeline, recordVersion)
+	payload, _, err := frame.GetBytes(ctx, st, name, frame.KindPipeline, recordVersion, frame.Identity(name))
 	if err != nil {
 		return err
 	}

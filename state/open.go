@@ -77,9 +77,11 @@ func (m Meta) ObjectIdentity(name string) string {
 	return name + " store=" + m.UID
 }
 
-// newUID returns a random store UID: 16 bytes, in hex.
+// newUID returns a random store UID: 8 bytes, in hex. It tells apart the
+// stores an object could have been copied from, a handful, not every store
+// there is; and it is in every object a store writes.
 func newUID() string {
-	var b [16]byte
+	var b [8]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }

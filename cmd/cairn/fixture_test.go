@@ -73,7 +73,12 @@ func commitOps(t *testing.T, p state.Provider, v int64, ops []op) {
 // fixedMeta rewrites a store's metadata with fixtureCreated.
 func fixedMeta(t *testing.T, s storage.Storage, id state.StoreID, provider string, schema state.Schema) {
 	t.Helper()
-	payload, err := json.Marshal(state.Meta{Provider: provider, Schema: schema, Created: fixtureCreated})
+	old, err := state.ReadMeta(context.Background(), s, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The store's UID stays: its objects record it.
+	payload, err := json.Marshal(state.Meta{Provider: provider, Schema: schema, Created: fixtureCreated, UID: old.UID})
 	if err != nil {
 		t.Fatal(err)
 	}

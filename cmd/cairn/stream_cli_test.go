@@ -109,7 +109,7 @@ func TestVerifyStreamFindsDamage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		payload, _, err := frame.Decode(b, "offsets", frame.KindLogEntry, 1)
+		payload, _, err := frame.Decode(b, "offsets", frame.KindLogEntry, 2)
 		if err != nil {
 			t.Fatal(err)
 		}

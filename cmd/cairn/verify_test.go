@@ -139,15 +139,15 @@ func TestVerifyFindsDamage(t *testing.T) {
 			name: "delta in a newer format version",
 			damage: func(t *testing.T, dir string) {
 				rewrite(t, dir, "state/0/0/5.delta", func(b []byte) []byte {
-					payload, _, err := frame.Decode(b, "5.delta", frame.KindDelta, 1)
+					payload, _, err := frame.Decode(b, "5.delta", frame.KindDelta, 2)
 					if err != nil {
 						t.Fatal(err)
 					}
-					return frame.Encode(frame.KindDelta, 2, payload)
+					return frame.Encode(frame.KindDelta, 3, payload)
 				})
 			},
 			want: []want{
-				{"state/0/0/5.delta", "format version 2"},
+				{"state/0/0/5.delta", "format version 3"},
 				{"state store state/0/0", "latest version 6 cannot be loaded"},
 			},
 		},
