@@ -85,6 +85,38 @@
 //     files is framed, and every byte read back is checked: damage is a
 //     *storage.CorruptError naming the object.
 //
+// A full or failed local disk. Pebble cannot live with a failed write:
+// it retries a failed flush at once and forever (a Flush, and a write
+// waiting for room in the memtables, never return), and it treats a failed
+// MANIFEST write as fatal (Logger.Fatalf, which must not return). So the
+// provider's databases work through a file system (diskfs.go) that fails
+// the provider at the first write that fails with ENOSPC, EDQUOT, EIO or
+// EROFS, or at Pebble's first fatal error:
+//
+//  1. The failure is sticky. Every later call of the provider (GetStore,
+//     GetReadStore, Commit, Maintain) returns it at once; it matches
+//     syscall.ENOSPC (errors.Is) for a full disk and names the working
+//     directory. A call already blocked in Pebble returns it too: calls
+//     that write to a database run on a goroutine of their own, and the
+//     caller stops waiting when the disk fails or its context ends.
+//  2. From the failure on, the failed directory takes no more writes:
+//     Pebble's retries get the error without touching the disk, at most
+//     ten a second, and its warnings and errors are logged at most five
+//     every 10 s (the count of those not logged goes with the next one,
+//     and with Close).
+//  3. Logger.Fatalf records the error as the failure, releases the
+//     database's lock and parks its goroutine for good, as Pebble
+//     requires; the process does not panic and can exit cleanly.
+//  4. Close does not flush on a failed disk, and waits at most a second
+//     for a database to close (10 s on a healthy disk); a database that
+//     does not close in time, or that Pebble stopped, is left as a crash
+//     would leave it. The next provider (after a restart, once there is
+//     space) reuses the local database if it opens at a committed version
+//     (invariant 3), or rebuilds it from checkpoint storage: a failed
+//     local disk loses no committed version, and a commit that failed
+//     after its changelog was written is found committed, as a replayed
+//     batch is.
+//
 // Usage: as every provider, through state.Open with Name; the provider's
 // own settings go in state.Options.Provider:
 //

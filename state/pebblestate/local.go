@@ -41,7 +41,6 @@ type workdir struct {
 	fsOnce sync.Once
 	fs     *diskFS
 	logger *slog.Logger
-	limit  logLimiter // Pebble's warnings and errors
 }
 
 func lockDir(dir string) (io.Closer, error) {
@@ -94,11 +93,22 @@ func (w *workdir) removeLeftovers() {
 
 func (w *workdir) path(name string) string { return filepath.Join(w.root, name) }
 
-func (w *workdir) close() error {
-	if n := w.limit.takeSuppressed(); n > 0 && w.logger != nil {
-		w.logger.Warn("pebblestate: messages of Pebble were not logged (at most a few every 10 s are)", "dir", w.root, "suppressed", n)
+// close unlocks the working directory. It returns the failure of its disk,
+// if it failed: the provider stopped.
+func (w *workdir) close() (err error) {
+	if n := pebbleLogLimit.takeSuppressed(); n > 0 && w.logger != nil {
+		w.logger.Warn("pebblestate: messages of Pebble were not logged (at most a few every 10 s are)", "suppressed", n)
 	}
-	err := w.lock.Close()
+	var failure error
+	if w.fs != nil {
+		failure = w.fs.err()
+	}
+	defer func() {
+		if failure != nil {
+			err = failure
+		}
+	}()
+	err = w.lock.Close()
 	if w.ephemeral {
 		if rerr := os.RemoveAll(w.root); err == nil {
 			err = rerr
@@ -190,6 +200,19 @@ func (p *Provider) runOp(ctx context.Context, life *dbLife, op func() error, lat
 		if life != nil {
 			defer life.pending.Done()
 		}
+		defer func() {
+			// A call given up on when the disk failed may find its
+			// database closed under it (Pebble panics): nobody waits
+			// for it any more.
+			if r := recover(); r != nil {
+				mu.Lock()
+				g := gaveUp
+				mu.Unlock()
+				if !g || fs.err() == nil {
+					panic(r)
+				}
+			}
+		}()
 		err := op()
 		mu.Lock()
 		finished = true
@@ -254,7 +277,7 @@ func (pl *pebbleLogger) Errorf(format string, args ...any) {
 
 // log logs a message of Pebble at level, within the rate limit.
 func (pl *pebbleLogger) log(level slog.Level, msg string) {
-	ok, suppressed := pl.p.wd.limit.allow(time.Now())
+	ok, suppressed := pebbleLogLimit.allow(time.Now())
 	if !ok {
 		return
 	}
@@ -296,6 +319,9 @@ func (pl *pebbleLogger) eventListener() *pebble.EventListener {
 		},
 	}
 }
+
+// pebbleLogLimit limits the messages of every database of the process.
+var pebbleLogLimit logLimiter
 
 // logLimiter lets through at most logBurst messages every logWindow and
 // counts the others.
@@ -434,7 +460,9 @@ func (p *Provider) closeHandle(h *dbHandle, flush bool) {
 		}
 	}
 	go func() {
-		h.life.pending.Wait() // calls given up on that still run
+		if fs.err() == nil {
+			h.life.pending.Wait() // calls given up on that still run
+		} // else they fail at once, or wait for good for a flush
 		closed <- h.db.Close()
 	}()
 	start := time.Now()
