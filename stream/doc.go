@@ -54,6 +54,34 @@
 // batches have no manifest in the sink is refused (ErrSinkOutputMissing,
 // naming them), and readers warn about missing batches.
 //
+// Late rows and bad records. Event-time operators (WindowAggregate,
+// DropDuplicates) drop a row later than the batch's watermark, as Spark
+// does, but never silently:
+//
+//   - BatchProgress.LateRows and OperatorProgress.LateRows count them, per
+//     operator, in every batch's progress line (late_rows).
+//   - A batch in which one operator drops more than
+//     Options.LateWarnFraction of the batch's input rows (default 1%) logs
+//     a WARN naming the operator, its kind and the watermark.
+//   - With Options.LateRows, a Sink[LateRow], they are written there (the
+//     operator, the reason, the event time, the watermark, the record as
+//     JSON) with the batch ID, before the batch commits: with a FileSink,
+//     exactly once, like the query's output. This is Flink's side output
+//     for late data, as a dead-letter destination.
+//
+// A record whose event time is zero (the event-time function of
+// WithWatermark, WindowAggregate or DropDuplicates returned time.Time{},
+// typically a field missing from the input) is a bad record, not an old
+// one: it fails the batch with an *OperatorError that names the operator
+// and the record, or, with Options.LateRows, goes there with the reason
+// "zero event time" and is counted in BadRows.
+//
+// Errors. A failure of an operator or of its state store is an
+// *OperatorError (batch, operator ID and kind, partition, what it was
+// doing). Operators run while the sink computes the batch, so the sink's
+// error wraps it; the query's error then names the operator first, and
+// errors.As finds both the OperatorError and its cause.
+//
 // Operators: AggregateByKey (update mode), WindowAggregate (tumbling and
 // sliding event-time windows, append mode), DropDuplicates (within the
 // watermark), FlatMapGroupsWithState (event- and processing-time
