@@ -10,6 +10,8 @@
 //	offsets/<batch>           write-ahead: the batch's source range, written before it runs
 //	commits/<batch>           written after the batch's state and sink output are durable
 //	state/<op>/<partition>/   state stores, version = batch ID
+//	sources/0/                the source's own objects (FileSource: its log of taken files,
+//	                          their compactions, operators' decisions, dead letters)
 //	_lease/<generation>       the writer lease
 //
 // Invariants:
@@ -89,4 +91,31 @@
 // with a static dataset. Sources: FileSource (a directory of JSONL, CSV or
 // Parquet files), GeneratorSource, MemorySource. Sinks: FileSink (exactly
 // once through per-batch manifests), ForEachBatch, MemorySink.
+//
+// # Bad input files and skipped files
+//
+// A FileSource fails a batch on the first bad record, or on a file that
+// cannot be decoded at all, naming the file (and line). With
+// FileSourceOptions.DeadLetter (or DeadLetterLocation, a directory outside
+// the checkpoint), bad records and undecodable files are written to a
+// dead-letter object per input file and counted in the batch's progress
+// (dead_letters); a replay writes the same objects. Each taken file's size
+// and CRC32C are recorded when it is taken, and a read of different bytes
+// fails naming the file.
+//
+// An operator unblocks a query stuck on a file with SkipFile (the batch
+// goes on without it) or RereadFile (read it as it is now, after a fix):
+// 'cairn source skip' and 'cairn source reread'. The decision is an object
+// in the checkpoint location, followed by every replay; it applies to the
+// batch that reads the file if that batch is not committed (the pending
+// batch, or a later one), and never changes what a committed batch read:
+// a committed file cannot be skipped, and re-reading it takes it again as
+// a new file, read by the next new batch.
+//
+// The log of taken files is compacted every FileSourceOptions.CompactEvery
+// files (default 100) into one checksummed object that names itself and
+// the entries it holds, so a restart reads a bounded number of objects.
+// There is no retention bound (Spark's maxFileAge): every taken name is
+// kept, since forgetting one would take the file again if it is still in
+// the directory; a compaction costs about 100 bytes per file taken.
 package stream

@@ -104,6 +104,9 @@ func TestSourceSkipAndReread(t *testing.T) {
 		t.Fatalf("run after the reread: %v, %v; want b and b2", users, err)
 	}
 
+	// The decisions and the re-taken file are objects verify knows.
+	cairn(t, "checkpoint", "verify", ckpt).wantExit(t, 0)
+
 	r = cairn(t, "source", "skip", ckpt)
 	r.wantExit(t, 2)
 	r = cairn(t, "source", "skip", filepath.Join(root, "nope"), "a.jsonl")
