@@ -34,7 +34,8 @@ type ReadOptions struct {
 	// (JSON key, CSV column, Parquet column). A name that is not a field of
 	// T is an error when the source is made. Default none. See the package
 	// documentation, "Bad records", for what "missing" means per format.
-	// Spark: a non-nullable field of the schema (StructField nullable=false).
+	// Spark has no such check: its file sources read every field of the
+	// schema as nullable.
 	Required []string
 	// AllowInvalidUTF8 accepts text that is not valid UTF-8, with each
 	// invalid byte replaced by U+FFFD, as encoding/json does in JSON
@@ -42,8 +43,7 @@ type ReadOptions struct {
 	// Parquet, in any string of T (top-level or nested). Two values that
 	// differ only in their invalid bytes then read as the same string.
 	// Default false: a record with invalid UTF-8 is a bad record naming the
-	// file, line (or row group and row) and field. Spark reads invalid
-	// bytes as U+FFFD without a word.
+	// file, line (or row group and row) and field.
 	AllowInvalidUTF8 bool
 }
 

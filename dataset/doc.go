@@ -46,6 +46,52 @@
 // Only a directory with a _manifest is a complete checkpoint: check for it
 // before reading the parts with another tool.
 //
+// Bad records. A record of an input file (ReadJSONL, ReadCSV, ReadParquet,
+// and FileDecoder, which the streaming file source uses) is bad when it does
+// not decode, when it lacks a required field, or when its text is not valid
+// UTF-8. By default the first bad record fails the action with a
+// *RecordError naming the file, the line (Parquet: the row group and row)
+// and the field; ReadOptions.SkipBadRecords skips and counts them
+// (BadRecords), and the streaming file source can send them to a
+// dead-letter object. Spark: mode FAILFAST, and DROPMALFORMED or
+// Databricks' badRecordsPath.
+//
+// Required fields are marked with a struct tag on the field of the record
+// type, or, for types you cannot tag, listed in ReadOptions.Required:
+//
+//	type Click struct {
+//		User string    `json:"user" cairn:"required"`
+//		TS   time.Time `json:"ts" cairn:"required"`
+//		N    int64     `json:"n"` // optional: absent reads as 0
+//	}
+//
+// A required field is missing (errors.Is(err, ErrMissingField)) when
+//
+//	JSONL    its key is absent or its value is null ("" and 0 are values)
+//	CSV      its field is empty (CSV has no null; Spark's CSV nullValue is "" too)
+//	Parquet  its value is null (a nullable column in the file)
+//
+// The nearest Spark notion is a non-nullable field of the read schema
+// (StructField nullable=false), but Spark's file sources read every field
+// as nullable, so there a missing field becomes a null in every mode
+// (FAILFAST fails only records that do not parse); a Go struct has no null
+// to hold it, so cairn checks instead. Only fields of the record type
+// itself (and of the structs it embeds) can be required, and only
+// single-valued Parquet columns; a cairn tag anywhere else, or one other
+// than cairn:"required", is an error when the source is made, as is a
+// required field the format cannot fill (json:"-", csv:"-"). FileDecoder
+// reads the tags too, so the streaming file source checks them with no
+// option set.
+//
+// Invalid UTF-8 (errors.Is(err, ErrInvalidUTF8)) is a bad record by
+// default: in JSONL anywhere in the line (JSON text must be UTF-8, RFC
+// 8259), in CSV in any field, in Parquet in any string of the record type.
+// The error names the field: for JSONL its path ("user", "tags[2]",
+// "meta.name"). With ReadOptions.AllowInvalidUTF8 such records are read
+// with each invalid byte replaced by U+FFFD, as encoding/json does; two
+// values that differ only in their invalid bytes then read as one, so a
+// key made of them merges with another.
+//
 // Which checkpoint to use:
 //
 //	Checkpoint(ctx, true)       reliable, written now; survives the process

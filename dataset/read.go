@@ -35,9 +35,12 @@ import (
 // an error naming it.
 //
 // A line that does not decode, has data after its value, or is the JSON
-// null is a bad record; with opts.Strict, so is an object with a field that
-// T does not have. By default the first bad record fails the action with a
-// *RecordError naming the file and line; with opts.SkipBadRecords it is
+// null is a bad record; so is one without a required field of T (absent
+// or null; see the package documentation, "Bad records") and, unless
+// opts.AllowInvalidUTF8, one with invalid UTF-8; with opts.Strict, so is an
+// object with a field that T does not have. By default the first bad
+// record fails the action with a *RecordError naming the file and line
+// (and the field, where there is one); with opts.SkipBadRecords it is
 // skipped and counted in the dataset's BadRecords report.
 //
 // The files are read when an action runs, not by ReadJSONL.
@@ -70,9 +73,11 @@ func ReadJSONL[T any](s *Session, pattern string, opts ReadOptions) (*Dataset[T]
 // another type is an error naming the file and the column (or field).
 //
 // A row with the wrong number of fields (file, line), a value that does
-// not parse (file, line, column; an empty value parses only as a string)
-// and a malformed quote are bad records: by default the first fails the
-// action with a *RecordError; with opts.SkipBadRecords they are skipped and
+// not parse (file, line, column; an empty value parses only as a string),
+// an empty value of a required field (file, line, column), a value that is
+// not valid UTF-8 unless opts.AllowInvalidUTF8 (file, line, column) and a
+// malformed quote are bad records: by default the first fails the action
+// with a *RecordError; with opts.SkipBadRecords they are skipped and
 // counted in the dataset's BadRecords report.
 func ReadCSV[T any](s *Session, pattern string, opts ReadOptions) (*Dataset[T], error) {
 	specs, err := csvFieldsOf(reflect.TypeFor[T]())
@@ -118,6 +123,10 @@ func ReadCSV[T any](s *Session, pattern string, opts ReadOptions) (*Dataset[T], 
 // action with a *RecordError; with opts.SkipBadRecords the rows of the row
 // group not yet read are skipped, counted one bad record each in the
 // dataset's BadRecords report, and reading goes on with the next row group.
+// A row with a null in the column of a required field of T, or (unless
+// opts.AllowInvalidUTF8) a string that is not valid UTF-8, is one bad
+// record naming the file, the row group, the row (in the error, counting
+// from 0 in the file) and the column.
 func ReadParquet[T any](s *Session, pattern string, opts ReadOptions) (*Dataset[T], error) {
 	if t := reflect.TypeFor[T](); t.Kind() != reflect.Struct {
 		return nil, fmt.Errorf("dataset: ReadParquet needs a struct type, not %v", t)

@@ -24,8 +24,8 @@ import (
 
 // Event is one click: {"user": "u17", "ts": "2026-01-01T00:00:03.120Z", "amount": 150}.
 type Event struct {
-	User   string    `json:"user"`
-	TS     time.Time `json:"ts"`
+	User   string    `json:"user" cairn:"required"`
+	TS     time.Time `json:"ts" cairn:"required"`
 	Amount int64     `json:"amount"`
 }
 
