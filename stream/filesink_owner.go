@@ -379,6 +379,12 @@ func (s *FileSink[T]) attach(ctx context.Context, q QueryInfo) error {
 			was = fmt.Sprintf(" (this query wrote generation %d of it, which a later query replaced)", o.Generation)
 		}
 	}
+	for _, o := range others {
+		if o.Checkpoint == q.Checkpoint && o.QueryID != q.ID {
+			was += " (the checkpoint location is the same, but its query was started anew: its metadata is not the one that wrote the sink)"
+			break
+		}
+	}
 	return fmt.Errorf("%w: file sink %s is written by %s; this query, %s (checkpoint %s), would mix its batches with that output%s. "+
 		"Give this query another output location; or set FileSinkOptions.IfOwned to %q to take the sink over (the output there is no longer read, and is removed) "+
 		"or to %q to write beside it (readers read both)",

@@ -381,3 +381,23 @@ func TestCanonicalLocation(t *testing.T) {
 		t.Error("SameIdentity accepts the wrong identities, or refuses the same location")
 	}
 }
+
+// TestFileSinkOwnerRace: two queries that start over one empty sink at
+// once: exactly one takes it, the other is refused.
+func TestFileSinkOwnerRace(t *testing.T) {
+	out := t.TempDir()
+	for round := range 20 {
+		dir := filepath.Join(out, strings.Repeat("r", round+1))
+		errs := make(chan error, 2)
+		for i := range 2 {
+			sink := fsSink[fileEvent](t, dir, "jsonl")
+			go func() {
+				errs <- sink.AttachQuery(context.Background(), QueryInfo{ID: "query-" + string(rune('a'+i)), Checkpoint: "mem://" + string(rune('a'+i))})
+			}()
+		}
+		e1, e2 := <-errs, <-errs
+		if (e1 == nil) == (e2 == nil) || !errors.Is(errors.Join(e1, e2), ErrSinkOwned) {
+			t.Fatalf("round %d: two queries attach at once: %v and %v; want one to win, the other ErrSinkOwned", round, e1, e2)
+		}
+	}
+}
