@@ -410,13 +410,17 @@ func (q *Query[In, Out]) open(ctx context.Context) error {
 	if err := q.recoverPosition(ctx); err != nil {
 		return err
 	}
-	if a, ok := q.sink.(QueryAttacher); ok { // the sink learns its query: owner, committed output
-		info := QueryInfo{ID: q.meta.QueryID, Checkpoint: q.st.Location()}
-		if q.lastCommit != nil {
-			info.LastCommitted, info.HasCommitted = q.lastCommit.Batch, true
-		}
-		if err := a.AttachQuery(ctx, info); err != nil {
-			return err // it names the sink
+	// The sinks learn their query: owner, committed output. The late-row
+	// sink is written with the batch IDs of the query too.
+	info := QueryInfo{ID: q.meta.QueryID, Checkpoint: q.st.Location()}
+	if q.lastCommit != nil {
+		info.LastCommitted, info.HasCommitted = q.lastCommit.Batch, true
+	}
+	for _, sink := range []any{q.sink, q.opts.LateRows} {
+		if a, ok := sink.(QueryAttacher); ok {
+			if err := a.AttachQuery(ctx, info); err != nil {
+				return err // it names the sink
+			}
 		}
 	}
 	q.writer = newMetaWriter(q.opts.Logger)
