@@ -60,11 +60,29 @@ func (e *OperatorError) Error() string {
 // Unwrap returns the cause.
 func (e *OperatorError) Unwrap() error { return e.Err }
 
-// surfacedError is an operator's failure that reached the query through a
-// sink: its message puts the operator first, and it unwraps to the whole
-// chain the sink returned.
+// SourceError is a failure of a query's source while it read a batch (a
+// bad input record or file, a file changed since it was taken). The
+// query reports it first, before the sink whose computation of the batch
+// surfaced it.
+type SourceError struct {
+	Batch     int64
+	Source    string // the source's Identity
+	Partition int    // the source partition being read
+	Err       error
+}
+
+func (e *SourceError) Error() string {
+	return fmt.Sprintf("stream: batch %d: source %s, partition %d: %v", e.Batch, e.Source, e.Partition, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *SourceError) Unwrap() error { return e.Err }
+
+// surfacedError is an operator's or source's failure that reached the
+// query through a sink: its message puts the operator or source first, and
+// it unwraps to the whole chain the sink returned.
 type surfacedError struct {
-	op  *OperatorError
+	op  error
 	via string
 	err error
 }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -269,6 +271,40 @@ func TestOperatorFailureIsReportedBeforeTheSink(t *testing.T) {
 		t.Fatalf("err = %v; want an OperatorError of operator 1, partition 0, batch 3, wrapping the CorruptError", err)
 	}
 	if prefix := "stream: batch 3: operator 1 (AggregateByKey), partition 0: open state"; !strings.HasPrefix(err.Error(), prefix) {
+		t.Fatalf("err = %v; want it to start %q", err, prefix)
+	}
+}
+
+// A bad input record is the source's failure: the error names the source,
+// the file and the line first, not the sink's part file that was being
+// computed when it surfaced.
+func TestSourceFailureIsReportedBeforeTheSink(t *testing.T) {
+	ctx := context.Background()
+	in := t.TempDir()
+	if err := os.WriteFile(filepath.Join(in, "a.jsonl"), []byte("{\"user\":\"a\"}\nnot json\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src, err := NewFileSource[click](in, FileSourceOptions{Format: "jsonl", Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := NewFileSink[dataset.Pair[string, int64]](t.TempDir(), FileSinkOptions{Format: "jsonl"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	q, err := Start(ctx, src, sumPerUser, sink, testOptions(storage.NewMem()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close(ctx)
+	_, err = q.RunBatch(ctx)
+	var se *SourceError
+	var re *dataset.RecordError
+	if !errors.As(err, &se) || se.Batch != 0 || se.Partition != 0 || !errors.As(err, &re) || re.Line != 2 {
+		t.Fatalf("err = %v; want a SourceError of batch 0, partition 0, wrapping the RecordError of line 2", err)
+	}
+	if prefix := "stream: batch 0: source files:jsonl:"; !strings.HasPrefix(err.Error(), prefix) {
 		t.Fatalf("err = %v; want it to start %q", err, prefix)
 	}
 }

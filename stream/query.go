@@ -603,12 +603,18 @@ func (q *Query[In, Out]) RunBatch(ctx context.Context) (bool, error) {
 	in := dataset.FromFunc(q.session, fmt.Sprintf("Source %s batch %d", q.src.Identity(), entry.Batch), len(entry.End),
 		func(ctx context.Context, part int, emit func(In) error) error {
 			var n int64
+			var downstream error
 			err := q.src.Read(ctx, part, entry.Start[part], entry.End[part], func(r In) error {
 				n++
-				return emit(r)
+				downstream = emit(r)
+				return downstream
 			})
 			if err == nil {
 				read[part].Store(n)
+			} else if downstream == nil && ctx.Err() == nil {
+				// The source's own failure, not one of the operators
+				// the records flow through.
+				err = &SourceError{Batch: entry.Batch, Source: q.src.Identity(), Partition: part, Err: err}
 			}
 			return err
 		})
@@ -678,6 +684,10 @@ func sinkError(batch int64, sink string, err error) error {
 	var oe *OperatorError
 	if errors.As(err, &oe) {
 		return &surfacedError{op: oe, via: sink, err: err}
+	}
+	var se *SourceError
+	if errors.As(err, &se) {
+		return &surfacedError{op: se, via: sink, err: err}
 	}
 	return fmt.Errorf("stream: batch %d: %s: %w", batch, sink, err)
 }
