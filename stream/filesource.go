@@ -60,6 +60,15 @@ type FileSourceOptions struct {
 	// Strict makes a JSON field that T does not have a bad record
 	// (dataset.ReadOptions.Strict). Default false. JSONL only.
 	Strict bool
+	// Required names fields every record must have, besides those T tags
+	// `cairn:"required"` (dataset.ReadOptions.Required): a record without
+	// one is a bad record. Default none.
+	Required []string
+	// AllowInvalidUTF8 accepts text that is not valid UTF-8, replacing
+	// each invalid byte with U+FFFD (dataset.ReadOptions.AllowInvalidUTF8).
+	// Default false: such a record is a bad record naming file, line and
+	// field.
+	AllowInvalidUTF8 bool
 	// CompactEvery is how many taken files the log of taken files gathers
 	// before it is compacted into one object, so that a restart reads a
 	// bounded number of objects whatever the number of files taken.
@@ -236,7 +245,7 @@ func NewFileSource[T any](dir string, opts FileSourceOptions) (*FileSource[T], e
 	if err != nil {
 		return nil, fmt.Errorf("stream: file source %s: %w", dir, err)
 	}
-	dec, err := dataset.NewFileDecoder[T](opts.Format, dataset.ReadOptions{Strict: opts.Strict})
+	dec, err := dataset.NewFileDecoder[T](opts.Format, dataset.ReadOptions{Strict: opts.Strict, Required: opts.Required, AllowInvalidUTF8: opts.AllowInvalidUTF8})
 	if err != nil {
 		return nil, fmt.Errorf("stream: file source %s: %w", dir, err)
 	}
