@@ -75,6 +75,9 @@ type textField struct {
 // schema is T's Parquet schema. op names the caller in errors.
 func newRecordChecks(op string, t reflect.Type, format string, opts ReadOptions, specs []csvSpec, schema *parquet.Schema) (*recordChecks, error) {
 	c := &recordChecks{strict: opts.Strict, allowInvalidUTF8: opts.AllowInvalidUTF8}
+	if format == "jsonl" && t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct {
+		t = t.Elem() // ReadJSONL[*Event] checks Event's fields
+	}
 	fields, err := requiredFieldsOf(op, t, opts.Required, format)
 	if err != nil {
 		return nil, err
@@ -323,6 +326,9 @@ func replaceInvalidUTF8(s string) string {
 func (c *recordChecks) checkJSON(b []byte, rec reflect.Value) (string, error) {
 	if len(c.required) == 0 {
 		return "", nil
+	}
+	if rec.Kind() == reflect.Pointer {
+		rec = rec.Elem() // not nil: a JSON object allocates it
 	}
 	// A required field that is not zero was present and not null; only a
 	// zero one needs a second look at the line.

@@ -313,3 +313,16 @@ func TestFileDecoderRequiredAndInvalidUTF8(t *testing.T) {
 		t.Fatalf("fail-fast Decode: err = %v, want line 1 missing field", err)
 	}
 }
+
+// ReadJSONL of a pointer type checks the tags of the struct it points to.
+func TestJSONLRequiredThroughPointer(t *testing.T) {
+	p := ioWriteFile(t, t.TempDir(), "e.jsonl", `{"user":"a","ts":`+reqTS+`}`+"\n"+`{"user":"a"}`+"\n"+`[]`+"\n")
+	d, err := ReadJSONL[*reqEvent](ioSession(t, nil, 1), p, ReadOptions{SkipBadRecords: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, bad := reqSkipped(t, d)
+	if len(got) != 1 || len(bad) != 2 || bad[0].Line != 2 || bad[0].Column != "ts" || bad[1].Line != 3 {
+		t.Fatalf("good %v, bad %+v; want 1 good, line 2 column ts missing, line 3 not an object", got, bad)
+	}
+}
