@@ -235,7 +235,7 @@ func (r *fullDiskRun) check(p state.Provider, v int64) {
 		if err != nil {
 			r.t.Fatal(err)
 		}
-		got[string(kv.Key)] = bytes.Clone(kv.Value) // the iterator may reuse its buffers (Pebble does, under -race)
+		got[string(kv.Key)] = bytes.Clone(kv.Value) // valid until the next key
 	}
 	if !maps.EqualFunc(got, r.oracles[v], func(a, b []byte) bool { return string(a) == string(b) }) {
 		r.t.Fatalf("version %d has %d keys, want %d (the oracle's), or other values", v, len(got), len(r.oracles[v]))
