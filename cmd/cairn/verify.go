@@ -62,7 +62,10 @@ query's bookkeeping, as a restart reads it:
 With --sink, it checks the file sink the query writes to (the location of
 a stream.FileSink): every manifest _manifests/<batch> decodes, every part
 it lists has the size and CRC32C the manifest records, and every batch in
-the commits log has a manifest. Problems in the sink are named
+the commits log has a manifest. It also flags manifests that no commit
+entry of the query accounts for (above its last commit without an offsets
+entry, or written by another query), and a sink whose owner records
+(_sink/) do not include this query. Problems in the sink are named
 "sink <object in the sink>".
 
 Prints one line per problem, "OBJECT: what is wrong", then a summary line
