@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/cairn-data/cairn/dataset"
 	"github.com/cairn-data/cairn/state"
 	"github.com/cairn-data/cairn/state/memstate"
 	"github.com/cairn-data/cairn/storage"
@@ -251,6 +252,17 @@ func kindLabel(ctx context.Context, s storage.Storage, name string) string {
 	head, err := peekObject(ctx, s, name)
 	switch {
 	case errors.Is(err, errNotCairn):
+		// Not framed, and not necessarily foreign: state providers and
+		// dataset parts keep files in formats of their own (Pebble SSTs,
+		// Parquet), which 'checkpoint verify' checks against the records
+		// that list them.
+		base := path.Base(name)
+		if owners := state.Owners(base); len(owners) > 0 {
+			return "file of state provider " + strings.Join(owners, ", ")
+		}
+		if dataset.IsPartName(base) {
+			return "data part"
+		}
 		return "not a cairn object"
 	case err != nil:
 		return "unreadable header"
