@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"iter"
-	"math"
 	"time"
 
 	"github.com/cairn-data/cairn/dataset"
@@ -36,29 +35,21 @@ func DropDuplicates[T any, K comparable](b *Batch, op int64, in *dataset.Dataset
 	watermark := b.watermark
 	keyed := dataset.MapPartitions(in, func(ctx context.Context, part int, recs iter.Seq2[T, error]) iter.Seq2[dataset.Pair[K, T], error] {
 		return func(yield func(dataset.Pair[K, T], error) bool) {
-			maxSeen := int64(math.MinInt64)
 			aside := b.setAside(op, part)
-			defer func() {
-				if maxSeen != math.MinInt64 {
-					b.observeEventTime(op, maxSeen)
-				}
-				aside.done()
-			}()
+			defer aside.done()
 			for t, err := range recs {
 				if err != nil {
 					yield(dataset.Pair[K, T]{}, err)
 					return
 				}
-				et := eventTime(t)
-				if et.IsZero() {
-					if err := aside.zeroEventTime(t); err != nil {
-						yield(dataset.Pair[K, T]{}, err)
-						return
-					}
+				ms, ok, err := placeInTime(aside, t, eventTime(t))
+				if err != nil {
+					yield(dataset.Pair[K, T]{}, err)
+					return
+				}
+				if !ok {
 					continue
 				}
-				ms := et.UnixMilli()
-				maxSeen = max(maxSeen, ms)
 				if ms < watermark {
 					aside.lateRow(t, ms)
 					continue

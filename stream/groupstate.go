@@ -195,28 +195,19 @@ func WithWatermark[T any](b *Batch, op int64, in *dataset.Dataset[T], eventTime 
 	}
 	return dataset.MapPartitions(in, func(ctx context.Context, part int, recs iter.Seq2[T, error]) iter.Seq2[T, error] {
 		return func(yield func(T, error) bool) {
-			maxSeen := int64(math.MinInt64)
 			aside := b.setAside(op, part)
-			defer func() {
-				if maxSeen != math.MinInt64 {
-					b.observeEventTime(op, maxSeen)
-				}
-				aside.done()
-			}()
+			defer aside.done()
 			for t, err := range recs {
 				if err != nil {
 					yield(t, err)
 					return
 				}
-				if et := eventTime(t); et.IsZero() {
-					if err := aside.zeroEventTime(t); err != nil {
-						var zero T
-						yield(zero, err)
-						return
-					}
+				if _, ok, err := placeInTime(aside, t, eventTime(t)); err != nil {
+					var zero T
+					yield(zero, err)
+					return
+				} else if !ok {
 					continue
-				} else {
-					maxSeen = max(maxSeen, et.UnixMilli())
 				}
 				if !yield(t, nil) {
 					return

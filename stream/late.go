@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 )
@@ -103,6 +104,7 @@ type aside struct {
 	part      int
 	late, bad int64
 	rows      []LateRow
+	maxSeen   int64 // greatest event time placed, Unix ms; math.MinInt64: none
 }
 
 type asideKey struct {
@@ -113,7 +115,22 @@ type asideKey struct {
 // setAside starts the tally of operator op in partition part; done
 // records it.
 func (b *Batch) setAside(op int64, part int) *aside {
-	return &aside{b: b, op: op, kind: b.kind(op), part: part}
+	return &aside{b: b, op: op, kind: b.kind(op), part: part, maxSeen: math.MinInt64}
+}
+
+// placeInTime is the event-time step every event-time operator takes for
+// each record t, with et its event time: a zero et is a bad record
+// (zeroEventTime: an error, or set aside and ok false); otherwise it
+// returns et in Unix ms and tracks the partition's greatest event time,
+// which done hands to the watermark. Generic, so that t is boxed only on
+// the rare zero path, not for every record.
+func placeInTime[T any](a *aside, t T, et time.Time) (ms int64, ok bool, err error) {
+	if et.IsZero() {
+		return 0, false, a.zeroEventTime(t)
+	}
+	ms = et.UnixMilli()
+	a.maxSeen = max(a.maxSeen, ms)
+	return ms, true, nil
 }
 
 func (b *Batch) kind(op int64) string {
@@ -157,8 +174,11 @@ func (a *aside) row(rec any, reason string, et time.Time) LateRow {
 }
 
 // done records the partition's tally in the batch, replacing an earlier
-// computation of the same partition.
+// computation of the same partition, and the greatest event time it saw.
 func (a *aside) done() {
+	if a.maxSeen != math.MinInt64 {
+		a.b.observeEventTime(a.op, a.maxSeen)
+	}
 	a.b.mu.Lock()
 	defer a.b.mu.Unlock()
 	if a.b.aside == nil {

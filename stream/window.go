@@ -101,29 +101,21 @@ func WindowAggregate[T any, K comparable, V any](b *Batch, op int64, in *dataset
 	// runs for every record, so it allocates nothing per record.
 	assigned := dataset.MapPartitions(in, func(ctx context.Context, part int, recs iter.Seq2[T, error]) iter.Seq2[dataset.Pair[windowKey[K], V], error] {
 		return func(yield func(dataset.Pair[windowKey[K], V], error) bool) {
-			maxSeen := int64(math.MinInt64)
 			aside := b.setAside(op, part)
-			defer func() {
-				if maxSeen != math.MinInt64 {
-					b.observeEventTime(op, maxSeen)
-				}
-				aside.done()
-			}()
+			defer aside.done()
 			for t, err := range recs {
 				if err != nil {
 					yield(dataset.Pair[windowKey[K], V]{}, err)
 					return
 				}
-				et := eventTime(t)
-				if et.IsZero() {
-					if err := aside.zeroEventTime(t); err != nil {
-						yield(dataset.Pair[windowKey[K], V]{}, err)
-						return
-					}
+				ms, ok, err := placeInTime(aside, t, eventTime(t))
+				if err != nil {
+					yield(dataset.Pair[windowKey[K], V]{}, err)
+					return
+				}
+				if !ok {
 					continue
 				}
-				ms := et.UnixMilli()
-				maxSeen = max(maxSeen, ms)
 				late, stopped := true, false
 				w.eachStart(ms, func(s int64) bool {
 					if s+size <= watermark {
