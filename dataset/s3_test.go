@@ -3,8 +3,8 @@ package dataset
 import (
 	"testing"
 
-	"github.com/cairn-data/cairn/internal/miniotest"
 	"github.com/cairn-data/cairn/internal/s3test"
+	"github.com/cairn-data/cairn/internal/s3test/miniotest"
 	"github.com/cairn-data/cairn/storage"
 )
 

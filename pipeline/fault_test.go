@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/cairn-data/cairn/dataset"
-	"github.com/cairn-data/cairn/internal/miniotest"
 	"github.com/cairn-data/cairn/internal/s3test"
+	"github.com/cairn-data/cairn/internal/s3test/miniotest"
 	"github.com/cairn-data/cairn/storage"
 	"github.com/cairn-data/cairn/storage/faulty"
 )

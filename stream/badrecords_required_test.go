@@ -12,7 +12,7 @@ import (
 	"github.com/cairn-data/cairn/storage"
 )
 
-// reqClick is internal/clickstream's Event: user and time are required.
+// reqClick is examples/clickstream/clicks's Event: user and time are required.
 type reqClick struct {
 	User   string    `json:"user" cairn:"required"`
 	TS     time.Time `json:"ts" cairn:"required"`
@@ -24,7 +24,7 @@ type reqTotals struct {
 	Amount int64 `json:"amount"`
 }
 
-// reqPlan is internal/clickstream's plan: per user and one-minute window
+// reqPlan is examples/clickstream/clicks's plan: per user and one-minute window
 // of event time, the number of events and the sum of their amounts.
 func reqPlan(b *Batch, in *dataset.Dataset[reqClick]) (*dataset.Dataset[Windowed[string, reqTotals]], error) {
 	return WindowAggregate(b, 1, in, Window{Size: time.Minute}, 30*time.Second,

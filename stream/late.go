@@ -118,21 +118,6 @@ func (b *Batch) setAside(op int64, part int) *aside {
 	return &aside{b: b, op: op, kind: b.kind(op), part: part, maxSeen: math.MinInt64}
 }
 
-// placeInTime is the event-time step every event-time operator takes for
-// each record t, with et its event time: a zero et is a bad record
-// (zeroEventTime: an error, or set aside and ok false); otherwise it
-// returns et in Unix ms and tracks the partition's greatest event time,
-// which done hands to the watermark. Generic, so that t is boxed only on
-// the rare zero path, not for every record.
-func placeInTime[T any](a *aside, t T, et time.Time) (ms int64, ok bool, err error) {
-	if et.IsZero() {
-		return 0, false, a.zeroEventTime(t)
-	}
-	ms = et.UnixMilli()
-	a.maxSeen = max(a.maxSeen, ms)
-	return ms, true, nil
-}
-
 func (b *Batch) kind(op int64) string {
 	for _, o := range b.ops {
 		if o.ID == op {

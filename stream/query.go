@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -716,13 +715,6 @@ func (q *Query[In, Out]) warnSetAside(p BatchProgress) {
 	}
 }
 
-func watermarkString(ms int64) string {
-	if ms == math.MaxInt64 {
-		return "infinity (drain)"
-	}
-	return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano)
-}
-
 // recoverPosition reads, at start, where the logs stand: the last batch
 // written ahead, whether it was committed, and the last commit entry.
 func (q *Query[In, Out]) recoverPosition(ctx context.Context) error {
@@ -801,52 +793,6 @@ func (q *Query[In, Out]) nextBatch(ctx context.Context) (*OffsetsEntry, bool, er
 		return nil, false, nil
 	}
 	return next, false, nil
-}
-
-// commitEntry computes a batch's commit entry: the operators' greatest
-// event times so far, and the next batch's watermark.
-func (q *Query[In, Out]) commitEntry(entry *OffsetsEntry, b *Batch) CommitEntry {
-	ce := CommitEntry{Batch: entry.Batch, Committed: time.Now().UnixMilli(), MaxEventTime: map[int64]int64{}, NextWatermark: entry.Watermark}
-	if q.lastCommit != nil {
-		maps.Copy(ce.MaxEventTime, q.lastCommit.MaxEventTime)
-	}
-	candidate, have := int64(math.MaxInt64), false
-	for _, op := range b.ops {
-		if op.WatermarkDelay == nil {
-			continue
-		}
-		if seen, ok := b.maxEventTime(op.ID); ok {
-			ce.MaxEventTime[op.ID] = max(ce.MaxEventTime[op.ID], seen)
-		}
-		if seen, ok := ce.MaxEventTime[op.ID]; ok {
-			candidate, have = min(candidate, seen-*op.WatermarkDelay), true
-		} else {
-			have = false // an operator that has seen nothing holds the watermark back
-			break
-		}
-	}
-	if have && candidate > ce.NextWatermark {
-		ce.NextWatermark = candidate
-	}
-	return ce
-}
-
-func (q *Query[In, Out]) record(p BatchProgress) {
-	q.mu.Lock()
-	q.progress = append(q.progress, p)
-	if len(q.progress) > 100 {
-		q.progress = q.progress[len(q.progress)-100:]
-	}
-	q.mu.Unlock()
-	q.opts.Logger.Info("batch committed", p.attrs()...)
-}
-
-// Progress returns the progress of the last (up to 100) batches, oldest
-// first.
-func (q *Query[In, Out]) Progress() []BatchProgress {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return append([]BatchProgress(nil), q.progress...)
 }
 
 // Close closes the state stores and releases the writer lease. The

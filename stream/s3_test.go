@@ -4,8 +4,8 @@ import (
 	"maps"
 	"testing"
 
-	"github.com/cairn-data/cairn/internal/miniotest"
 	"github.com/cairn-data/cairn/internal/s3test"
+	"github.com/cairn-data/cairn/internal/s3test/miniotest"
 	"github.com/cairn-data/cairn/storage"
 )
 

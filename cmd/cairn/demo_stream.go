@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cairn-data/cairn/internal/clickstream"
+	"github.com/cairn-data/cairn/examples/clickstream/clicks"
 	"github.com/cairn-data/cairn/storage"
 	"github.com/cairn-data/cairn/stream"
 )
@@ -66,7 +66,7 @@ cairn sink read /tmp/cairn-demo/output | head`,
 }
 
 func demoJobCommand() *command {
-	var o clickstream.Options
+	var o clicks.Options
 	var drain bool
 	return &command{
 		name:   "demo-job",
@@ -85,7 +85,7 @@ line a committed batch. Not meant to be run by hand.`,
 		run: func(ctx context.Context, c *cli, inv *invocation) error {
 			o.Trigger = stream.Trigger{Drain: drain}
 			o.Logger = slog.New(slog.NewTextHandler(c.stdout, nil))
-			return clickstream.Run(ctx, o)
+			return clicks.Run(ctx, o)
 		},
 	}
 }
@@ -164,7 +164,7 @@ func runStreamDemo(ctx context.Context, c *cli, dir string, seed uint64, files, 
 	rng := rand.New(rand.NewPCG(seed, 2))
 	fmt.Fprintf(w, "cairn demo: a streaming job, killed with SIGKILL twice, restarted, drained, and checked.\n\n")
 	fmt.Fprintf(w, "  seed      %d (replay with --seed %d)\n  dir       %s\n", seed, seed, root)
-	events, err := clickstream.Generate(in, seed, files, perFile, 24*time.Hour)
+	events, err := clicks.Generate(in, seed, files, perFile, 24*time.Hour)
 	if err != nil {
 		return err
 	}
@@ -211,20 +211,20 @@ func runStreamDemo(ctx context.Context, c *cli, dir string, seed uint64, files, 
 	committed += run.batches
 	fmt.Fprintf(w, "run 3: resumed, committed %d batches%s, drained the open windows and stopped\n\n", run.batches, replayNote(run.replays))
 
-	got := map[clickstream.Key]clickstream.Row{}
-	for r, err := range stream.ReadFileSink[clickstream.Row](ctx, out) {
+	got := map[clicks.Key]clicks.Row{}
+	for r, err := range stream.ReadFileSink[clicks.Row](ctx, out) {
 		if err != nil {
 			keep = true
 			return err
 		}
-		k := clickstream.Key{User: r.User, Start: r.WindowStart}
+		k := clicks.Key{User: r.User, Start: r.WindowStart}
 		if _, dup := got[k]; dup {
 			keep = true
 			return failf("row %s %s was written twice", r.User, r.WindowStart.Format(time.RFC3339))
 		}
 		got[k] = r
 	}
-	want := clickstream.Oracle(events)
+	want := clicks.Oracle(events)
 	missing, wrong := 0, 0
 	for k, r := range want {
 		if g, ok := got[k]; !ok {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairn-data/cairn/internal/clickstream"
+	"github.com/cairn-data/cairn/examples/clickstream/clicks"
 	"github.com/cairn-data/cairn/stream"
 )
 
@@ -58,7 +58,7 @@ func TestFullDiskPebble(t *testing.T) {
 	}
 
 	in, out, ckpt := filepath.Join(dir, "input"), filepath.Join(dir, "output"), filepath.Join(dir, "checkpoint")
-	events, err := clickstream.Generate(in, 1, 10, 2000, 30*time.Minute)
+	events, err := clicks.Generate(in, 1, 10, 2000, 30*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,18 +102,18 @@ func TestFullDiskPebble(t *testing.T) {
 		t.Fatalf("the rerun with space back failed: %v\n%s", err, tail(log))
 	}
 	t.Logf("the rerun took %v", took.Round(time.Millisecond))
-	got := map[clickstream.Key]clickstream.Row{}
-	for r, err := range stream.ReadFileSink[clickstream.Row](context.Background(), out) {
+	got := map[clicks.Key]clicks.Row{}
+	for r, err := range stream.ReadFileSink[clicks.Row](context.Background(), out) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		k := clickstream.Key{User: r.User, Start: r.WindowStart}
+		k := clicks.Key{User: r.User, Start: r.WindowStart}
 		if _, dup := got[k]; dup {
 			t.Fatalf("row %v written twice", k)
 		}
 		got[k] = r
 	}
-	if want := clickstream.Oracle(events); !maps.Equal(got, want) {
+	if want := clicks.Oracle(events); !maps.Equal(got, want) {
 		t.Fatalf("after the full disk the output has %d rows, want the oracle's %d (or other values)", len(got), len(want))
 	}
 	t.Logf("with space back: %d output rows, exactly the oracle", len(got))

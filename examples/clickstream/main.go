@@ -13,14 +13,14 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cairn-data/cairn/internal/clickstream"
+	"github.com/cairn-data/cairn/examples/clickstream/clicks"
 	"github.com/cairn-data/cairn/stream"
 
 	_ "github.com/cairn-data/cairn/storage/s3" // s3:// checkpoint locations
 )
 
 func main() {
-	var o clickstream.Options
+	var o clicks.Options
 	flag.StringVar(&o.Input, "input", "", "directory of `*.jsonl` click files (required)")
 	flag.StringVar(&o.Output, "output", "", "output `DIR` or storage URL (required); read it with 'cairn sink read DIR'")
 	flag.StringVar(&o.Checkpoint, "checkpoint", "", "checkpoint location `URL` or path (required)")
@@ -43,7 +43,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
-	if err := clickstream.Run(ctx, o); err != nil && ctx.Err() == nil {
+	if err := clicks.Run(ctx, o); err != nil && ctx.Err() == nil {
 		fmt.Fprintln(os.Stderr, "clickstream:", err)
 		os.Exit(1)
 	}

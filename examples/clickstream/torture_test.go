@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairn-data/cairn/internal/clickstream"
+	"github.com/cairn-data/cairn/examples/clickstream/clicks"
 	"github.com/cairn-data/cairn/stream"
 )
 
@@ -54,7 +54,7 @@ func torture(t *testing.T, kills int, extra ...string) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	in, out, ckpt := filepath.Join(dir, "input"), filepath.Join(dir, "output"), filepath.Join(dir, "checkpoint")
-	events, err := clickstream.Generate(in, seed, 60, 300, time.Hour)
+	events, err := clicks.Generate(in, seed, 60, 300, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,18 +102,18 @@ func torture(t *testing.T, kills int, extra ...string) {
 	if outp, err := final.CombinedOutput(); err != nil {
 		t.Fatalf("the final drain run failed: %v\n%s", err, outp)
 	}
-	got := map[clickstream.Key]clickstream.Row{}
-	for r, err := range stream.ReadFileSink[clickstream.Row](context.Background(), out) {
+	got := map[clicks.Key]clicks.Row{}
+	for r, err := range stream.ReadFileSink[clicks.Row](context.Background(), out) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		k := clickstream.Key{User: r.User, Start: r.WindowStart}
+		k := clicks.Key{User: r.User, Start: r.WindowStart}
 		if _, dup := got[k]; dup {
 			t.Fatalf("row %v written twice", k)
 		}
 		got[k] = r
 	}
-	want := clickstream.Oracle(events)
+	want := clicks.Oracle(events)
 	if !maps.Equal(got, want) {
 		missing, extra := 0, 0
 		for k := range want {

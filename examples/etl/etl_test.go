@@ -23,7 +23,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/cairn-data/cairn/dataset"
-	"github.com/cairn-data/cairn/internal/miniotest"
+	"github.com/cairn-data/cairn/internal/s3test/miniotest"
 )
 
 var (

@@ -1,5 +1,5 @@
 // Package s3test gives tests checkpoint storage on a real S3-compatible
-// server: a MinIO server started by internal/miniotest (one per test
+// server: a MinIO server started by internal/s3test/miniotest (one per test
 // binary under miniotest.Main), a fresh bucket per call, and cairn's S3
 // backend over it. Without a minio binary the test is skipped, or fails
 // when CI=true.
@@ -11,7 +11,7 @@ import (
 
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
-	"github.com/cairn-data/cairn/internal/miniotest"
+	"github.com/cairn-data/cairn/internal/s3test/miniotest"
 	"github.com/cairn-data/cairn/storage/s3"
 )
 

@@ -24,7 +24,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
-	"github.com/cairn-data/cairn/internal/miniotest"
+	"github.com/cairn-data/cairn/internal/s3test/miniotest"
 	"github.com/cairn-data/cairn/storage"
 	"github.com/cairn-data/cairn/storage/s3"
 	"github.com/cairn-data/cairn/storage/storagetest"

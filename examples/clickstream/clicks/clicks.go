@@ -1,8 +1,8 @@
-// Package clickstream is cairn's reference streaming job, shared by
+// Package clicks is cairn's reference streaming job, shared by
 // examples/clickstream, its torture test and the demo: per user and
 // one-minute tumbling window of event time, the number of click events and
 // the sum of their amounts, with a 30-second watermark, in append mode.
-package clickstream
+package clicks
 
 import (
 	"bufio"

@@ -1,4 +1,4 @@
-package clickstream
+package clicks
 
 import (
 	"context"
