@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cairn-data/cairn/internal/iox"
+
 	"github.com/cairn-data/cairn/dataset"
 	"github.com/cairn-data/cairn/storage"
 )
@@ -371,7 +373,7 @@ func takeFile(file string, partitions int) (e fileEntry, ok bool, err error) {
 	if !fi.Mode().IsRegular() {
 		return e, false, nil
 	}
-	h := crc32.New(castagnoli)
+	h := crc32.New(iox.Castagnoli)
 	n, err := io.Copy(h, fh)
 	if err != nil {
 		return e, false, fmt.Errorf("stream: file source: read %s: %w", file, err)
@@ -379,8 +381,6 @@ func takeFile(file string, partitions int) (e fileEntry, ok bool, err error) {
 	sum := h.Sum32()
 	return fileEntry{Name: filepath.Base(file), Size: n, ModTime: fi.ModTime().UTC(), Partitions: partitions, CRC32C: &sum}, true, nil
 }
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func (f *FileSource[T]) offsetsLocked() Offsets {
 	n, parts := f.flog.end(), int64(f.opts.Partitions)
@@ -483,7 +483,7 @@ func checkFile(file string, e fileEntry) (fs.FileInfo, error) {
 	if e.CRC32C == nil {
 		return fi, nil
 	}
-	h := crc32.New(castagnoli)
+	h := crc32.New(iox.Castagnoli)
 	n, err := io.Copy(h, fh)
 	if err != nil {
 		return nil, fmt.Errorf("stream: file source: read %s: %w", file, err)

@@ -8,6 +8,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/cairn-data/cairn/internal/iox"
+
 	"github.com/cairn-data/cairn/storage"
 )
 
@@ -31,8 +33,6 @@ const (
 	// cannot make it allocate gigabytes.
 	maxChunk = 4 << 20
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Kind says what an object holds. A reader asks for the kind it expects, so
 // a delta is never decoded as a snapshot.
@@ -135,11 +135,11 @@ func NewWriter(w io.Writer, kind Kind, version uint8, id ...Identity) *Writer {
 	if ident != "" {
 		binary.LittleEndian.PutUint16(h[6:], flagIdentity)
 	}
-	binary.LittleEndian.PutUint32(h[8:], crc32.Checksum(h[:8], castagnoli))
+	binary.LittleEndian.PutUint32(h[8:], crc32.Checksum(h[:8], iox.Castagnoli))
 	if ident != "" {
 		h = binary.LittleEndian.AppendUint16(h, uint16(len(ident)))
 		h = append(h, ident...)
-		h = binary.LittleEndian.AppendUint32(h, crc32.Checksum(h, castagnoli))
+		h = binary.LittleEndian.AppendUint32(h, crc32.Checksum(h, iox.Castagnoli))
 	}
 	_, fw.err = w.Write(h)
 	return fw
@@ -187,10 +187,10 @@ func (fw *Writer) flush() error {
 		return nil
 	}
 	binary.LittleEndian.PutUint32(fw.buf[0:], uint32(len(payload)))
-	c := crc32.Update(crc32.Checksum(fw.buf[0:4], castagnoli), castagnoli, payload)
+	c := crc32.Update(crc32.Checksum(fw.buf[0:4], iox.Castagnoli), iox.Castagnoli, payload)
 	binary.LittleEndian.PutUint32(fw.buf[4:], c)
 	fw.total += uint64(len(payload))
-	fw.crc = crc32.Update(fw.crc, castagnoli, payload)
+	fw.crc = crc32.Update(fw.crc, iox.Castagnoli, payload)
 	if _, err := fw.w.Write(fw.buf); err != nil {
 		fw.err = err
 		return err
@@ -215,7 +215,7 @@ func (fw *Writer) Close() error {
 	var e [endSize]byte
 	binary.LittleEndian.PutUint64(e[8:], fw.total)
 	binary.LittleEndian.PutUint32(e[16:], fw.crc)
-	c := crc32.Update(crc32.Checksum(e[0:4], castagnoli), castagnoli, e[8:])
+	c := crc32.Update(crc32.Checksum(e[0:4], iox.Castagnoli), iox.Castagnoli, e[8:])
 	binary.LittleEndian.PutUint32(e[4:], c)
 	_, fw.err = fw.w.Write(e[:])
 	return fw.err
@@ -253,7 +253,7 @@ func NewReader(r io.Reader, object string, want Kind, maxVersion uint8) (*Reader
 	if string(h[:4]) != Magic {
 		return nil, fr.corrupt(0, fmt.Sprintf("not a cairn object: starts with %q, want magic %q", h[:4], Magic))
 	}
-	if got := binary.LittleEndian.Uint32(h[8:]); got != crc32.Checksum(h[:8], castagnoli) {
+	if got := binary.LittleEndian.Uint32(h[8:]); got != crc32.Checksum(h[:8], iox.Castagnoli) {
 		return nil, fr.corrupt(8, "header checksum mismatch")
 	}
 	fr.kind, fr.version = Kind(h[4]), h[5]
@@ -294,8 +294,8 @@ func (fr *Reader) readIdentity(h []byte) error {
 	if err := fr.readFull(b, "identity block"); err != nil {
 		return err
 	}
-	c := crc32.Update(crc32.Checksum(h, castagnoli), castagnoli, lb[:])
-	c = crc32.Update(c, castagnoli, b[:n])
+	c := crc32.Update(crc32.Checksum(h, iox.Castagnoli), iox.Castagnoli, lb[:])
+	c = crc32.Update(c, iox.Castagnoli, b[:n])
 	if c != binary.LittleEndian.Uint32(b[n:]) {
 		return fr.corrupt(start, "identity block checksum mismatch")
 	}
@@ -383,7 +383,7 @@ func (fr *Reader) next() error {
 		if err := fr.readFull(tail[:], "end block"); err != nil {
 			return err
 		}
-		c := crc32.Update(crc32.Checksum(head[:4], castagnoli), castagnoli, tail[:])
+		c := crc32.Update(crc32.Checksum(head[:4], iox.Castagnoli), iox.Castagnoli, tail[:])
 		if c != binary.LittleEndian.Uint32(head[4:]) {
 			return fr.corrupt(start, "end block checksum mismatch")
 		}
@@ -411,12 +411,12 @@ func (fr *Reader) next() error {
 		fr.chunk = fr.chunk[:0]
 		return err
 	}
-	c := crc32.Update(crc32.Checksum(head[:4], castagnoli), castagnoli, fr.chunk)
+	c := crc32.Update(crc32.Checksum(head[:4], iox.Castagnoli), iox.Castagnoli, fr.chunk)
 	if c != binary.LittleEndian.Uint32(head[4:]) {
 		fr.chunk = fr.chunk[:0]
 		return fr.corrupt(start, fmt.Sprintf("chunk checksum mismatch (chunk of %d bytes)", length))
 	}
 	fr.total += uint64(length)
-	fr.crc = crc32.Update(fr.crc, castagnoli, fr.chunk)
+	fr.crc = crc32.Update(fr.crc, iox.Castagnoli, fr.chunk)
 	return nil
 }

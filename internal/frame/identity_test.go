@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cairn-data/cairn/internal/iox"
+
 	"github.com/cairn-data/cairn/storage"
 )
 
@@ -92,7 +94,7 @@ func TestUnknownFlagsAreRefused(t *testing.T) {
 	fw.Close()
 	enc := buf.Bytes()
 	enc[7] = 0x80 // a flag no build knows, with a valid header checksum
-	binary.LittleEndian.PutUint32(enc[8:], crc32.Checksum(enc[:8], castagnoli))
+	binary.LittleEndian.PutUint32(enc[8:], crc32.Checksum(enc[:8], iox.Castagnoli))
 	if _, _, err := Decode(enc, "x", KindDelta, 1); !errors.Is(err, storage.ErrCorrupt) || !strings.Contains(err.Error(), "flags") {
 		t.Fatalf("err = %v, want ErrCorrupt about the flags", err)
 	}

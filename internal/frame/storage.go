@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
+
+	"github.com/cairn-data/cairn/internal/iox"
 
 	"github.com/cairn-data/cairn/storage"
 )
@@ -122,8 +125,41 @@ func Peek(r io.Reader, object string) (Kind, uint8, error) {
 	if string(h[:4]) != Magic {
 		return 0, 0, fr.corrupt(0, fmt.Sprintf("not a cairn object: starts with %q", h[:4]))
 	}
-	if binary.LittleEndian.Uint32(h[8:]) != crc32.Checksum(h[:8], castagnoli) {
+	if binary.LittleEndian.Uint32(h[8:]) != crc32.Checksum(h[:8], iox.Castagnoli) {
 		return 0, 0, fr.corrupt(8, "header checksum mismatch")
 	}
 	return Kind(h[4]), h[5], nil
+}
+
+// PutJSON writes v, marshalled as JSON, as a framed object of the kind
+// and version given, recording the identity if one is given (at most one).
+// It is the one way cairn writes its small JSON records (metadata, log
+// entries, manifests).
+func PutJSON(ctx context.Context, s storage.Storage, name string, kind Kind, version uint8, v any, opts storage.PutOptions, id ...Identity) error {
+	payload, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", name, err)
+	}
+	return PutBytes(ctx, s, name, kind, version, payload, opts, id...)
+}
+
+// GetJSON reads a framed JSON object written by PutJSON into v and returns
+// its format version. A payload that is not valid JSON for v is a
+// *storage.CorruptError naming the object. With an identity want (at most
+// one), an object that records another identity is refused.
+func GetJSON(ctx context.Context, s storage.Storage, name string, kind Kind, maxVersion uint8, v any, want ...Identity) (uint8, error) {
+	payload, version, err := GetBytes(ctx, s, name, kind, maxVersion, want...)
+	if err != nil {
+		return 0, err
+	}
+	return version, DecodeJSON(name, payload, v)
+}
+
+// DecodeJSON unmarshals the payload of object into v; invalid JSON is a
+// *storage.CorruptError naming the object.
+func DecodeJSON(object string, payload []byte, v any) error {
+	if err := json.Unmarshal(payload, v); err != nil {
+		return &storage.CorruptError{Object: object, Offset: -1, Reason: "payload is not valid JSON: " + err.Error()}
+	}
+	return nil
 }

@@ -10,6 +10,8 @@ import (
 	"path"
 	"strings"
 
+	"github.com/cairn-data/cairn/internal/iox"
+
 	"github.com/cairn-data/cairn/internal/recio"
 )
 
@@ -36,8 +38,6 @@ const (
 	maxFiles         = 1 << 20
 	maxInlineFileLen = 256 << 20
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // changelogWriter encodes changelog records.
 type changelogWriter struct {
@@ -230,7 +230,7 @@ func decodeManifest(payload []byte, object string) (*checkpointManifest, error) 
 				return nil, err
 			}
 			f.Data = bytes.Clone(data)
-			if crc32.Checksum(f.Data, castagnoli) != f.CRC {
+			if crc32.Checksum(f.Data, iox.Castagnoli) != f.CRC {
 				return nil, pr.Corrupt(fmt.Sprintf("inline file %q does not match its checksum", f.Name))
 			}
 		}

@@ -7,6 +7,8 @@ import (
 	"hash/crc32"
 	"testing"
 
+	"github.com/cairn-data/cairn/internal/iox"
+
 	"github.com/cairn-data/cairn/storage"
 )
 
@@ -59,9 +61,9 @@ func manifestForTest() *checkpointManifest {
 	opts := []byte("[Options]\n")
 	return &checkpointManifest{Version: 12, Files: []checkpointFile{
 		{Name: "000005.sst", Shared: true, Size: 1234, CRC: 0xdeadbeef, Hash: [32]byte{1, 2, 3}},
-		{Name: "MANIFEST-000001", Size: 0, CRC: crc32.Checksum(nil, castagnoli), Data: []byte{}},
-		{Name: "OPTIONS-000003", Size: int64(len(opts)), CRC: crc32.Checksum(opts, castagnoli), Data: opts},
-		{Name: "marker.manifest.000001.MANIFEST-000001", CRC: crc32.Checksum(nil, castagnoli), Data: []byte{}},
+		{Name: "MANIFEST-000001", Size: 0, CRC: crc32.Checksum(nil, iox.Castagnoli), Data: []byte{}},
+		{Name: "OPTIONS-000003", Size: int64(len(opts)), CRC: crc32.Checksum(opts, iox.Castagnoli), Data: opts},
+		{Name: "marker.manifest.000001.MANIFEST-000001", CRC: crc32.Checksum(nil, iox.Castagnoli), Data: []byte{}},
 	}}
 }
 

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cairn-data/cairn/internal/iox"
+
 	"github.com/cairn-data/cairn/internal/frame"
 	"github.com/cairn-data/cairn/storage"
 )
@@ -84,7 +86,7 @@ func (p *Provider) snapshotIfDue(ctx context.Context) error {
 			if len(data) > maxInlineFileLen {
 				return fmt.Errorf("pebblestate: checkpoint file %s is %d bytes, above the %d a manifest holds", name, len(data), maxInlineFileLen)
 			}
-			m.Files = append(m.Files, checkpointFile{Name: name, Size: int64(len(data)), CRC: crc32.Checksum(data, castagnoli), Data: data})
+			m.Files = append(m.Files, checkpointFile{Name: name, Size: int64(len(data)), CRC: crc32.Checksum(data, iox.Castagnoli), Data: data})
 			continue
 		}
 		sum, ok := sums[name]
@@ -143,7 +145,7 @@ func hashFile(path string) (fileSum, error) {
 		return fileSum{}, fmt.Errorf("pebblestate: %w", err)
 	}
 	defer f.Close()
-	h, c := sha256.New(), crc32.New(castagnoli)
+	h, c := sha256.New(), crc32.New(iox.Castagnoli)
 	n, err := io.Copy(io.MultiWriter(h, c), f)
 	if err != nil {
 		return fileSum{}, fmt.Errorf("pebblestate: read %s: %w", path, err)
@@ -273,7 +275,7 @@ func (p *Provider) download(ctx context.Context, obj, path string, f checkpointF
 		return fmt.Errorf("pebblestate: %w", err)
 	}
 	defer out.Close()
-	h, c := sha256.New(), crc32.New(castagnoli)
+	h, c := sha256.New(), crc32.New(iox.Castagnoli)
 	n, err := io.Copy(io.MultiWriter(out, h, c), rc)
 	if err != nil {
 		return fmt.Errorf("download %s: %w", obj, err)

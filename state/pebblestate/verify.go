@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/cairn-data/cairn/internal/iox"
+
 	"github.com/cairn-data/cairn/internal/frame"
 	"github.com/cairn-data/cairn/state"
 	"github.com/cairn-data/cairn/storage"
@@ -253,7 +255,7 @@ func verifyShared(ctx context.Context, s storage.Storage, name string, want []sh
 		return err
 	}
 	defer rc.Close()
-	h, crc := sha256.New(), crc32.New(castagnoli)
+	h, crc := sha256.New(), crc32.New(iox.Castagnoli)
 	n, err := io.Copy(io.MultiWriter(h, crc), rc)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", name, err)
